@@ -1,0 +1,40 @@
+"""motiongrpo_jax: MotionGRPO (EgoAllo + GRPO) in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="motiongrpo_jax",
+    version="0.1.0",
+    description=(
+        "Egocentric full-body motion from head trajectories: EgoAllo's "
+        "diffusion model in JAX/Flax, post-trained with GRPO."
+    ),
+    python_requires=">=3.11",
+    packages=find_packages(include=["motiongrpo_jax", "motiongrpo_jax.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "jaxlib>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "chex>=0.1.92",
+        "jaxlie>=1.5.0",
+        "ml-collections>=1.1.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "scipy>=1.13",
+        "tensorflow-datasets>=4.9.10",
+        "array-record>=0.8.6",
+        "grain>=0.2.18",
+        # TFDS imports it without declaring it (needed when TensorFlow is absent).
+        "importlib_resources>=6.0",
+        "safetensors>=0.4",
+        "pyyaml>=6.0",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "imageio>=2.34",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+    },
+)
