@@ -29,6 +29,7 @@ setup(
         # TFDS imports it without declaring it (needed when TensorFlow is absent).
         "importlib_resources>=6.0",
         "safetensors>=0.4",
+        "h5py>=3.10",
         "pyyaml>=6.0",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",

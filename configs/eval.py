@@ -1,0 +1,15 @@
+"""Config for the `eval` mode: `--config=configs/eval.py[:variant]`."""
+
+import ml_collections
+
+
+def get_config(variant: str = "default") -> ml_collections.ConfigDict:
+  """Returns the locked-ready config for a variant."""
+  config = ml_collections.ConfigDict()
+  # Which mode main.py runs.
+  config.mode = "eval"
+  # Experiment variant (recorded for provenance).
+  config.variant = variant
+  # Seed of every random stream in the run (data, init, sampling).
+  config.seed = 0
+  return config

@@ -1,0 +1,2 @@
+"""MotionGRPO in JAX/Flax: EgoAllo's head-conditioned motion diffusion model,
+post-trained with GRPO."""

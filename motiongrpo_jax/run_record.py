@@ -1,0 +1,35 @@
+"""What every run records in its workdir: resolved config, git commit and diff."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import jax
+import ml_collections
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str | None:
+  try:
+    return subprocess.run(
+        ["git", *args], cwd=_REPO, capture_output=True, text=True, check=True,
+        timeout=30).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None  # Not a git checkout (e.g. an installed wheel).
+
+
+def write(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  """Writes `config.json`, `git_commit.txt` and `git_diff.patch` (process 0)."""
+  if jax.process_index() != 0:
+    return
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  tmp = workdir / "config.json.tmp"
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  tmp.replace(workdir / "config.json")
+  commit = _git("rev-parse", "HEAD")
+  if commit is not None:
+    (workdir / "git_commit.txt").write_text(commit)
+    (workdir / "git_diff.patch").write_text(_git("diff", "HEAD") or "")
