@@ -10,6 +10,7 @@ pose given directly as `T_world_root` (DESIGN.md §2.3: the pelvis pose).
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +47,32 @@ def forward_kinematics(
   offsets = jnp.broadcast_to(offsets, batch + offsets.shape[-2:])
   local_quats = jnp.broadcast_to(local_quats, batch + local_quats.shape[-2:])
   local = jaxlie.SE3.from_rotation_and_translation(
-      jaxlie.SO3(local_quats), offsets)  # (..., J−1)
-  world = [jaxlie.SE3(jnp.broadcast_to(T_world_root, batch + (7,)))]
-  # Joints are topologically ordered, so one pass composes the chain.
-  for j in range(1, num_joints):
-    world.append(world[parents[j]] @ jaxlie.SE3(local.wxyz_xyz[..., j - 1, :]))
-  return jnp.stack([T.wxyz_xyz for T in world], axis=-2)
+      jaxlie.SO3(local_quats), offsets).wxyz_xyz  # (..., J−1, 7)
+  world = jnp.zeros(batch + (num_joints, 7), local.dtype)
+  world = world.at[..., 0, :].set(
+      jnp.broadcast_to(T_world_root, batch + (7,)).astype(local.dtype))
+  # Joints of one tree depth are composed together: one batched composition
+  # per level (about 8 for SMPL, 11 for SMPL-H) instead of one per joint,
+  # which keeps compiled programs small.
+  for level in _levels(tuple(parents)):
+    idx = jnp.asarray(level)
+    parent_idx = jnp.asarray([parents[j] for j in level])
+    composed = (jaxlie.SE3(world[..., parent_idx, :])
+                @ jaxlie.SE3(local[..., idx - 1, :]))
+    world = world.at[..., idx, :].set(composed.wxyz_xyz)
+  return world
+
+
+@functools.cache
+def _levels(parents: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+  """Non-root joints grouped by depth in the tree (root = depth 0)."""
+  depth = [0] * len(parents)
+  for j in range(1, len(parents)):
+    if not 0 <= parents[j] < j:
+      raise ValueError(
+          f"parents: joint {j} has parent {parents[j]}; expected a parent "
+          f"in 0..{j - 1} (topological order)")
+    depth[j] = depth[parents[j]] + 1
+  return tuple(
+      tuple(j for j in range(1, len(parents)) if depth[j] == d)
+      for d in range(1, max(depth) + 1))

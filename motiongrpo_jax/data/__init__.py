@@ -1,0 +1,1 @@
+"""Data: sequence records, synthetic motion, importers and the input pipeline."""

@@ -1,0 +1,1 @@
+"""Evaluation: body-motion metrics and the evaluation driver."""
