@@ -72,4 +72,9 @@ def condition_features(T_world_cpf: jax.Array,
   """
   raw = condition_raw(T_world_cpf, T_cpf_tm1_cpf_t,
                       config.include_canonicalized_cpf_rotation_in_cond)
+  return features_from_raw(raw, config)
+
+
+def features_from_raw(raw: jax.Array, config: ConditionConfig) -> jax.Array:
+  """Fourier-encodes a raw condition (..., T, 22) → (..., T, 154)."""
   return geometry.fourier_encode(raw, config.fourier_enc_freqs)

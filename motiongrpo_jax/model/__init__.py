@@ -1,0 +1,1 @@
+"""Networks: packed motion state, head-pose condition, EgoAllo's denoiser."""

@@ -1,0 +1,1 @@
+"""Command-line tools (dataset building, checkpoint conversion, benchmarks)."""
