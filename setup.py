@@ -11,6 +11,8 @@ setup(
     ),
     python_requires=">=3.11",
     packages=find_packages(include=["motiongrpo_jax", "motiongrpo_jax.*"]),
+    # Joint-name presets for the BVH importer.
+    package_data={"motiongrpo_jax.data": ["presets/*.json"]},
     install_requires=[
         "jax>=0.10.2",
         "jaxlib>=0.10.2",

@@ -206,7 +206,7 @@ def _shape_basis() -> np.ndarray:
   # amount at head height, so stature barely changes.
   below = mean[:, y] < 0
   basis[1, below, y] = 0.03 * mean[below, y]
-  head_drop = 0.03 * -skeleton.REST_SOLE_Y  # = the sole's drop, 2.85 cm
+  head_drop = 0.03 * -skeleton.REST_SOLE_Y  # = the sole's drop, 2.79 cm
   basis[1, ~below, y] = -head_drop * mean[~below, y] / mean[skeleton.HEAD, y]
   # β2 shoulder width: collars ±0.6 cm, shoulders and the arms ±1.2 cm.
   move(2, both("collar"), x, 0.006, mirror=True)

@@ -51,9 +51,12 @@ REST_JOINTS: tuple[tuple[float, float, float], ...] = (
     (0.680, 0.445, -0.060),    # left_wrist
     (-0.680, 0.445, -0.060),   # right_wrist
 )
-# Rest height of the sole below the pelvis (the floor when standing at rest);
-# the foot joints sit 3 cm above the sole.
-REST_SOLE_Y = -0.950
+# Rest height of the sole below the pelvis (the floor when standing at rest).
+# The foot (toe) joints sit 1 cm above the sole, so the floor rule of
+# data/records (1 cm below static toe joints, as EgoAllo's preprocessing)
+# finds the sole; the ankles sit 6.5 cm above it, under the 8 cm ankle
+# contact height.
+REST_SOLE_Y = -0.930
 # CPF (central pupil frame) relative to the head joint at rest: between the
 # eyes, in front of and above the head joint; identity rotation, so the CPF
 # axes are the head joint's (+x left, +y up, +z forward), as in EgoAllo.

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import jaxlie
 import numpy as np
@@ -334,6 +335,62 @@ def estimate_floor(joints_world: np.ndarray, fps: float) -> float:
   return float(toe_height - FLOOR_BELOW_TOE)
 
 
+def bucket_length(length: int) -> int:
+  """Smallest of 32, 48, 64, 96, 128, 192, … (2^k or 1.5·2^k) ≥ length.
+
+  Per-sequence computations run on copies padded to these lengths, so a
+  dataset of clips of hundreds of different lengths compiles a handful of
+  XLA programs instead of one per length.
+  """
+  size = 32
+  while size < length:
+    size = size * 3 // 2 if (size & (size - 1)) == 0 else size * 4 // 3
+  return size
+
+
+def _pad(x: np.ndarray, length: int) -> np.ndarray:
+  """Pads the time axis (0) to `length` by repeating the last frame."""
+  pad = length - x.shape[0]
+  return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+
+
+@jax.jit
+def _posed(body, betas, T_world_root, body_quats):
+  joints = body.forward_kinematics(betas, T_world_root, body_quats)
+  return (joints[..., :len(skeleton.JOINT_NAMES), 4:],
+          body.T_world_cpf(betas, T_world_root, body_quats))
+
+
+@jax.jit
+def _in_cpf_frame(T_world_cpf, joints):
+  relative = geometry.relative_poses(T_world_cpf)  # (L−1, 7)
+  T_cpf_world = jaxlie.SE3(T_world_cpf[1:, None, :]).inverse()
+  return relative, T_cpf_world @ joints[1:]  # (L−1, 21, 3)
+
+
+def posed_joints_and_cpf(body: body_model.BodyModel, betas, T_world_root,
+                         body_quats) -> tuple[np.ndarray, np.ndarray]:
+  """World joints and CPF poses of a posed body, one XLA program per bucket.
+
+  Args:
+    body: the body model (a jit argument, so its arrays are not baked in).
+    betas: (16,).
+    T_world_root: (P, 7).
+    body_quats: (P, 21, 4).
+
+  Returns:
+    joints (P, 22, 3) and T_world_cpf (P, 7), float64 numpy.
+  """
+  num = np.shape(T_world_root)[0]
+  length = bucket_length(num)
+  joints, T_world_cpf = _posed(
+      body, jnp.asarray(betas, jnp.float32),
+      jnp.asarray(_pad(np.asarray(T_world_root, np.float32), length)),
+      jnp.asarray(_pad(np.asarray(body_quats, np.float32), length)))
+  return (np.array(joints[:num], np.float64),
+          np.array(T_world_cpf[:num], np.float64))
+
+
 def from_motion(
     body: body_model.BodyModel,
     betas,
@@ -394,13 +451,7 @@ def from_motion(
                        f"got {value.shape}")
 
   # --- Joints and CPF in the input world.
-  T_world_joints = body.forward_kinematics(
-      jnp.asarray(betas), jnp.asarray(T_world_root), jnp.asarray(body_quats))
-  joints = np.array(T_world_joints[:, :len(skeleton.JOINT_NAMES), 4:],
-                      np.float64)  # (P, 22, 3)
-  T_world_cpf = np.array(body.T_world_cpf(
-      jnp.asarray(betas), jnp.asarray(T_world_root), jnp.asarray(body_quats)),
-                           np.float64)  # (P, 7)
+  joints, T_world_cpf = posed_joints_and_cpf(body, betas, T_world_root, body_quats)
 
   # --- Floor at z = 0.
   if floor_z is None:
@@ -414,12 +465,12 @@ def from_motion(
     contacts = contact_labels(joints, fps, floor_z=0.0)
 
   # --- Relative CPF motion; drop the first frame.
-  T_cpf_tm1_cpf_t = np.asarray(geometry.relative_poses(
-      jnp.asarray(T_world_cpf, jnp.float32)))  # (P−1, 7)
-  T_cpf_world = jaxlie.SE3(
-      jnp.asarray(T_world_cpf[1:, None, :], jnp.float32)).inverse()
-  joints_wrt_cpf = np.asarray(
-      T_cpf_world @ jnp.asarray(joints[1:, 1:], jnp.float32))  # (P−1, 21, 3)
+  length = bucket_length(num_poses)
+  T_cpf_tm1_cpf_t, joints_wrt_cpf = _in_cpf_frame(
+      jnp.asarray(_pad(T_world_cpf, length), jnp.float32),
+      jnp.asarray(_pad(joints[:, 1:], length), jnp.float32))
+  T_cpf_tm1_cpf_t = np.asarray(T_cpf_tm1_cpf_t[:num_poses - 1])  # (P−1, 7)
+  joints_wrt_cpf = np.asarray(joints_wrt_cpf[:num_poses - 1])  # (P−1, 21, 3)
   record = SequenceRecord(
       betas=betas,
       T_world_root=T_world_root[1:].astype(np.float32),

@@ -82,7 +82,6 @@ SPLITS = ("train", "val", "test")
 # last kept frames are mid-motion rather than special.
 _PAD = 60
 # Motions for records are generated in multiples of this many frames.
-_LENGTH_BUCKET = 256
 _NUM_SHAPED_BETAS = 8
 _BETA_STD = 0.7
 _MEAN_REST = np.asarray(skeleton.REST_JOINTS, np.float64)
@@ -326,18 +325,11 @@ def synthetic_records(
   for i in range(num_sequences):
     sequence_seed = np.random.SeedSequence([seed, i])
     length = int(np.random.default_rng(sequence_seed.spawn(1)[0]).integers(lo, hi + 1))
-    # Generate a whole number of buckets and cut: `records.from_motion` runs
-    # JAX ops that compile once per sequence length, so few lengths are fast.
-    padded = -(-(length + 1) // _LENGTH_BUCKET) * _LENGTH_BUCKET
-    motion = generate_motion(int(sequence_seed.generate_state(1)[0]), padded, body,
-                             kinds=kinds)
+    motion = generate_motion(int(sequence_seed.generate_state(1)[0]), length + 1,
+                             body, kinds=kinds)
     record = records.from_motion(
         body, motion["betas"], motion["T_world_root"], motion["body_quats"],
         fps=FPS, name=f"synthetic/{i:06d}", source="synthetic",
         split=split if isinstance(split, str) else split_of(i, seed, tuple(split)),
         floor_z=0.0)
-    # Every per-frame field depends only on its own and neighbouring frames,
-    # so the first `length` frames are the record of the shorter motion.
-    yield records.validate(record.replace(**{
-        key: getattr(record, key)[:length] for key in records.ARRAY_FIELDS
-        if key != "betas" and getattr(record, key) is not None}))
+    yield record
