@@ -52,9 +52,9 @@ Limits, honestly:
   z = 0.
 - Bodies vary only in bone lengths (the body model's shape space); the
   motion adapts to leg length (cadence, step height) but not to mass.
-- With the built-in skeleton the ankle joint sits 8.5 cm above the sole, so
-  the contact rule of `records.contact_labels` (ankles < 8 cm) never labels
-  ankles in contact; toes are labelled where they are planted.
+- Contacts come from the shared rule of `records.contact_labels`: toes are
+  labelled where they are planted, ankles (6.5 cm above the sole on the
+  built-in skeleton) where the foot is flat.
 - Good for tests, demos, pipelines and for checking that a model learns
   head-conditioned motion at all; not a substitute for AMASS when judging
   accuracy on real people.
