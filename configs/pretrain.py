@@ -1,10 +1,31 @@
-"""Config for the `pretrain` mode: `--config=configs/pretrain.py[:variant]`."""
+"""Config for the `pretrain` mode: `--config=configs/pretrain.py[:variant]`.
+
+Variants (the default is `demo`):
+  demo   built-in synthetic data (160 sequences), generated on the fly into
+         `WORKDIR/data` (or `data.data_dir`) when absent; a tiny model
+         (0.39 M parameters); a few minutes on 2 CPU cores.
+  bvh    a dataset built from BVH mocap with
+         `python -m motiongrpo_jax.tools.build_dataset --source=bvh
+         --output_dir=DIR …`, given as `--config.data.data_dir=DIR`; a
+         CPU-scale model (1.9 M parameters, about an hour on 2 CPU cores).
+  amass  EgoAllo's setup: the 50.4 M-parameter denoiser with hands, batch
+         256 of 128-frame subsequences, AdamW lr 1e-4 with 1,000 warm-up
+         steps; `--config.data.data_dir` names an AMASS (or EgoAllo HDF5)
+         dataset built with `build_dataset`.
+Variants override only what differs from the defaults below (EgoAllo's).
+"""
 
 import ml_collections
 
+VARIANTS = ("demo", "bvh", "amass")
 
-def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """Returns the locked-ready config for a variant."""
+
+def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
+  """Returns the config of a variant (locked by main.py)."""
+  if variant not in VARIANTS:
+    raise ValueError(
+        f"configs/pretrain.py: unknown variant {variant!r}; expected one of "
+        f"{list(VARIANTS)}")
   config = ml_collections.ConfigDict()
   # Which mode main.py runs.
   config.mode = "pretrain"
@@ -12,4 +33,140 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.variant = variant
   # Seed of every random stream in the run (data, init, sampling).
   config.seed = 0
+  # Start from these parameters instead of a random init (fine-tuning): a
+  # training workdir (its latest checkpoint), one checkpoint step directory,
+  # a model directory (`model/params_io`, e.g. a converted EgoAllo model) or
+  # an EgoAllo checkpoint directory. "" = random init. Ignored when the
+  # workdir already has a checkpoint (the run resumes instead).
+  config.init_checkpoint = ""
+
+  # #### Model (the denoiser; `model/denoiser.DenoiserConfig`) ####
+  config.model = ml_collections.ConfigDict()
+  # Token width D.
+  config.model.d_latent = 512
+  # Hidden width of each block's MLP.
+  config.model.d_feedforward = 2048
+  # Width of the noise-level embedding table.
+  config.model.d_noise_emb = 1024
+  # Attention heads (D / heads must be even, for RoPE).
+  config.model.num_heads = 4
+  # Blocks over the condition stream.
+  config.model.encoder_layers = 6
+  # Blocks over the motion stream.
+  config.model.decoder_layers = 6
+  # Predict the 30 hand rotations too (packed state 496 instead of 226).
+  config.model.include_hands = True
+  # Matmul inputs: "float32" (exact) or "bfloat16" (fp32 accumulation).
+  config.model.matmul_dtype = "float32"
+  # Honour the frame mask in self-attention (False reproduces EgoAllo).
+  config.model.mask_self_attention = True
+
+  # #### Data ####
+  config.data = ml_collections.ConfigDict()
+  # Dataset directory (the `--output_dir` of build_dataset). "" = WORKDIR/data.
+  config.data.data_dir = ""
+  # Build a synthetic dataset there when it holds none (demo only; other
+  # sources are built beforehand with `tools/build_dataset`).
+  config.data.build_synthetic_if_missing = False
+  # Synthetic build: number of sequences (all splits; ~80/10/10 %).
+  config.data.synthetic_num_sequences = 160
+  # Synthetic build: frames per sequence (one length builds fastest).
+  config.data.synthetic_num_frames = 240
+  # Split trained on.
+  config.data.train_split = "train"
+  # Split of the validation loss.
+  config.data.val_split = "val"
+  # Frames per training subsequence (EgoAllo: 128).
+  config.data.seq_len = 128
+  # Global batch size (all devices of all processes; EgoAllo: 256).
+  config.data.batch_size = 256
+  # Global batch size of validation batches.
+  config.data.val_batch_size = 64
+  # Validation uses at most this many batches of consecutive windows of
+  # `seq_len` frames of the val split (always the same ones).
+  config.data.max_val_batches = 8
+  # Grain worker processes (0: read in the training process).
+  config.data.num_workers = 0
+
+  # #### Loss (EgoAllo's; `diffusion/loss.py`) ####
+  config.loss = ml_collections.ConfigDict()
+  # Weight of each term in the total.
+  config.loss.weight_betas = 0.1
+  config.loss.weight_body_rotmats = 1.0
+  config.loss.weight_contacts = 0.1
+  config.loss.weight_hand_rotmats = 0.01
+  # Probability of zeroing a sequence's encoded condition (EgoAllo's
+  # `cond_dropout_prob`; 0 in its released training).
+  config.loss.cond_dropout_prob = 0.0
+
+  # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
+  config.optimizer = ml_collections.ConfigDict()
+  # Peak learning rate.
+  config.optimizer.learning_rate = 1e-4
+  # Linear warm-up from 0 over this many applied updates.
+  config.optimizer.warmup_steps = 1000
+  # Decoupled weight decay (AdamW).
+  config.optimizer.weight_decay = 1e-4
+  # Clip the gradient's global norm to this (<= 0: no clipping).
+  config.optimizer.grad_clip_norm = 1.0
+  # Adam moment decay rates and epsilon (PyTorch's defaults).
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+
+  # #### Loop, checkpoints, logs (`train/loop.py`) ####
+  config.train = ml_collections.ConfigDict()
+  # Total train steps (a resumed run continues up to this).
+  config.train.num_steps = 400_000
+  # Write train metrics every this many steps.
+  config.train.log_every_steps = 100
+  # Validation loss every this many steps (0: only at the start and end).
+  config.train.eval_every_steps = 5000
+  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
+  config.train.checkpoint_every_steps = 5000
+  # Checkpoints kept (the most recent ones).
+  config.train.keep_checkpoints = 3
+  # Write checkpoints in a background thread.
+  config.train.async_checkpointing = False
+  # Stop after this many non-finite (skipped) steps in a row.
+  config.train.max_consecutive_nonfinite = 20
+  # Seconds between progress lines (rate, ETA) in the log.
+  config.train.progress_every_seconds = 30.0
+
+  if variant == "demo":
+    config.model.d_latent = 64
+    config.model.d_feedforward = 256
+    config.model.d_noise_emb = 64
+    config.model.encoder_layers = 2
+    config.model.decoder_layers = 2
+    config.model.include_hands = False  # Synthetic motion has no hands.
+    config.data.build_synthetic_if_missing = True
+    config.data.seq_len = 32
+    config.data.batch_size = 32
+    config.data.val_batch_size = 32
+    config.data.max_val_batches = 4
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 100
+    config.train.num_steps = 2000
+    config.train.log_every_steps = 50
+    config.train.eval_every_steps = 500
+    config.train.checkpoint_every_steps = 500
+    config.train.progress_every_seconds = 10.0
+  elif variant == "bvh":
+    config.model.d_latent = 128
+    config.model.d_feedforward = 512
+    config.model.d_noise_emb = 256
+    config.model.encoder_layers = 3
+    config.model.decoder_layers = 3
+    config.model.include_hands = False  # BVH skeletons carry no hands.
+    config.data.seq_len = 64
+    config.data.batch_size = 32
+    config.data.val_batch_size = 32
+    config.optimizer.learning_rate = 3e-4
+    config.optimizer.warmup_steps = 300
+    # ~0.6 s per step on 2 CPU cores: about an hour.
+    config.train.num_steps = 6000
+    config.train.log_every_steps = 50
+    config.train.eval_every_steps = 500
+    config.train.checkpoint_every_steps = 500
   return config

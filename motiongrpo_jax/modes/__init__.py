@@ -9,10 +9,10 @@ import ml_collections
 
 # Every mode the project will have; the value says whether it exists yet.
 _MODES: dict[str, bool] = {
-    "pretrain": False,
+    "pretrain": True,
     "eval": False,
-    "critic": False,
-    "grpo": False,
+    "critic": True,
+    "grpo": True,
     "infer": False,
 }
 

@@ -1,0 +1,106 @@
+"""Tests for train/state.py: the optimiser against hand-computed AdamW, skips."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from motiongrpo_jax.train import state as state_lib
+
+
+def _opt_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      learning_rate=0.1, warmup_steps=2, weight_decay=0.01, grad_clip_norm=1.0,
+      b1=0.9, b2=0.999, eps=1e-8))
+  config.update(overrides)
+  return config
+
+
+def test_schedule_is_linear_warmup_from_zero_then_constant():
+  schedule = state_lib.make_schedule(_opt_config(learning_rate=1e-4,
+                                                 warmup_steps=1000))
+  # EgoAllo: lr · min(1, s / warmup) for update s = 0, 1, …
+  for count, expected in [(0, 0.0), (1, 1e-7), (500, 5e-5), (1000, 1e-4),
+                          (5000, 1e-4)]:
+    np.testing.assert_allclose(schedule(count), expected, rtol=1e-5, atol=0)
+  constant = state_lib.make_schedule(_opt_config(warmup_steps=0))
+  assert float(constant(0)) == pytest.approx(0.1)
+
+
+def test_optimizer_matches_hand_computed_clipped_adamw():
+  config = _opt_config()
+  tx = state_lib.make_optimizer(config)
+  p0 = np.array([1.0, -2.0, 0.5], np.float32)
+  g1 = np.array([3.0, 4.0, 0.0], np.float32)  # norm 5 → clipped to 1
+  g2 = np.array([0.1, -0.2, 0.3], np.float32)  # norm < 1 → unchanged
+  opt_state = tx.init(jnp.asarray(p0))
+  p = jnp.asarray(p0)
+  for g in (g1, g2):
+    updates, opt_state = tx.update(jnp.asarray(g), opt_state, p)
+    p = p + updates
+
+  # By hand: update 0 has lr 0 (warm-up), update 1 has lr 0.05.
+  c1 = g1 / 5.0
+  c2 = g2
+  m = 0.9 * (0.1 * c1) + 0.1 * c2
+  v = 0.999 * (0.001 * c1**2) + 0.001 * c2**2
+  m_hat = m / (1 - 0.9**2)
+  v_hat = v / (1 - 0.999**2)
+  expected = p0 - 0.05 * (m_hat / (np.sqrt(v_hat) + 1e-8) + 0.01 * p0)
+  np.testing.assert_allclose(p, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_optimizer_without_clipping():
+  tx = state_lib.make_optimizer(_opt_config(grad_clip_norm=0.0, warmup_steps=0))
+  p0 = jnp.zeros(2)
+  updates, _ = tx.update(jnp.array([30.0, -40.0]), tx.init(p0), p0)
+  # First Adam step: m̂/√v̂ = sign(g); no clipping, no decay (p = 0).
+  np.testing.assert_allclose(updates, [-0.1, 0.1], rtol=1e-5)
+
+
+def _state():
+  tx = state_lib.make_optimizer(_opt_config(warmup_steps=0))
+  params = {"w": jnp.array([1.0, 2.0])}
+  return state_lib.create(params, tx, jax.random.PRNGKey(0)), tx
+
+
+@pytest.mark.parametrize("bad", ["nan_grad", "inf_grad", "nan_loss"])
+def test_nonfinite_step_is_skipped_and_counted(bad):
+  state, tx = _state()
+  grads = {"w": jnp.array([0.5, 0.5])}
+  loss = jnp.float32(1.0)
+  if bad == "nan_grad":
+    grads = {"w": jnp.array([jnp.nan, 0.5])}
+  elif bad == "inf_grad":
+    grads = {"w": jnp.array([0.5, jnp.inf])}
+  else:
+    loss = jnp.float32(jnp.nan)
+  skipped, stats = state_lib.apply_gradients(state, grads, loss, tx)
+  np.testing.assert_array_equal(skipped.params["w"], state.params["w"])
+  same = jax.tree.map(lambda a, b: np.array_equal(a, b),
+                            skipped.opt_state, state.opt_state)
+  assert all(jax.tree.leaves(same))
+  assert int(skipped.step) == 1
+  assert int(skipped.nonfinite_steps) == 1
+  assert int(skipped.nonfinite_in_a_row) == 1
+  assert float(stats["skipped"]) == 1.0
+  assert float(stats["update_norm"]) == 0.0
+
+  # A second bad step counts on; a good one applies and resets the run.
+  again, _ = state_lib.apply_gradients(skipped, grads, loss, tx)
+  assert (int(again.nonfinite_steps), int(again.nonfinite_in_a_row)) == (2, 2)
+  good, stats = state_lib.apply_gradients(
+      again, {"w": jnp.array([0.5, 0.5])}, jnp.float32(1.0), tx)
+  assert int(good.step) == 3
+  assert (int(good.nonfinite_steps), int(good.nonfinite_in_a_row)) == (2, 0)
+  assert float(stats["skipped"]) == 0.0
+  # Adam's first step moves each coordinate by lr·sign(g) (+ decay).
+  np.testing.assert_allclose(good.params["w"],
+                             [1.0 - 0.1 * (1 + 0.01), 2.0 - 0.1 * (1 + 0.02)],
+                             rtol=1e-6)
+
+
+def test_negative_warmup_is_an_error():
+  with pytest.raises(ValueError, match="optimizer.warmup_steps=-1"):
+    state_lib.make_schedule(_opt_config(warmup_steps=-1))
