@@ -1,15 +1,98 @@
-"""Config for the `eval` mode: `--config=configs/eval.py[:variant]`."""
+"""Config for the `eval` mode: `--config=configs/eval.py[:variant]`.
+
+    python -m motiongrpo_jax.main --config=configs/eval.py:demo \\
+        --config.checkpoint=runs/pretrain_demo --workdir=runs/eval_demo
+
+Variants (the default is `default`):
+  demo     the held-out test split of the built-in synthetic dataset (the one
+           `configs/pretrain.py:demo` trains on, regenerated into
+           `WORKDIR/data` when `data.data_dir` holds none), L = 32.
+  default  EgoAllo's protocol on a dataset built with `build_dataset`
+           (`--config.data.data_dir=DIR`): the test split cut into
+           consecutive subsequences of L + 1 = 129 CPF poses.
+Both sample with EgoAllo's 30-step sampler and write
+`WORKDIR/eval_metrics.json` and `WORKDIR/eval_per_sequence.csv`.
+"""
 
 import ml_collections
 
+VARIANTS = ("demo", "default")
+
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """Returns the locked-ready config for a variant."""
+  """Returns the config of a variant (locked by main.py)."""
+  if variant not in VARIANTS:
+    raise ValueError(
+        f"configs/eval.py: unknown variant {variant!r}; expected one of "
+        f"{list(VARIANTS)}")
   config = ml_collections.ConfigDict()
   # Which mode main.py runs.
   config.mode = "eval"
   # Experiment variant (recorded for provenance).
   config.variant = variant
-  # Seed of every random stream in the run (data, init, sampling).
+  # Seed of every random stream in the run (the sampler's noise).
   config.seed = 0
+  # The model to evaluate (required): a training workdir (its latest
+  # checkpoint), one checkpoint step directory, a model directory
+  # (`model/params_io`) or an imported EgoAllo checkpoint directory.
+  config.checkpoint = ""
+  # Samples drawn per evaluation window (each scored on its own).
+  config.num_samples = 1
+  # Frames per second of the data (velocities, jitter).
+  config.fps = 30.0
+  # Body model of the forward kinematics: "" = the built-in skeleton body,
+  # or the path of an SMPL-H `model.npz` (use the body the dataset was
+  # built with).
+  config.body_model = ""
+
+  # #### Data ####
+  config.data = ml_collections.ConfigDict()
+  # Dataset directory (the `--output_dir` of build_dataset). "" = WORKDIR/data.
+  config.data.data_dir = ""
+  # Split evaluated.
+  config.data.split = "test"
+  # L, output frames per subsequence: each window holds L + 1 CPF poses
+  # (EgoAllo reports L = 32 and L = 128).
+  config.data.seq_len = 128
+  # Poses between consecutive window starts; 0 = L + 1 (non-overlapping).
+  config.data.stride = 0
+  # A last window shorter than L + 1 poses: "drop" (EgoAllo) or "pad" (kept,
+  # masked; windows with fewer than 4 valid frames are still left out,
+  # since jitter needs 4).
+  config.data.partial = "drop"
+  # Windows per sampler call (all devices together; a multiple of the device
+  # count). The last batch is completed with masked filler.
+  config.data.batch_size = 16
+  # Evaluate at most this many windows (the first ones); 0 = all.
+  config.data.max_windows = 0
+  # Generate the built-in synthetic dataset into `data_dir` when it holds
+  # none (demo only; other datasets are built with `tools/build_dataset`).
+  config.data.build_synthetic_if_missing = False
+  # Synthetic build (as configs/pretrain.py:demo, so that its test split is
+  # the one held out from that training): number of sequences, frames per
+  # sequence, and the dataset seed.
+  config.data.synthetic_num_sequences = 160
+  config.data.synthetic_num_frames = 240
+  config.data.synthetic_seed = 0
+
+  # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
+  config.sampler = ml_collections.ConfigDict()
+  # Steps of EgoAllo's quadratic schedule.
+  config.sampler.num_steps = 30
+  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
+  config.sampler.update = "egoallo"
+  # DDIM's η (update="ddim" only).
+  config.sampler.eta = 1.0
+  # Longest window the network sees, and frames shared by neighbours.
+  config.sampler.window_size = 128
+  config.sampler.overlap = 32
+  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
+  config.sampler.non_redundant_windows = False
+  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
+  config.sampler.project_body_rotmats = True
+
+  if variant == "demo":
+    config.data.seq_len = 32
+    config.data.batch_size = 32
+    config.data.build_synthetic_if_missing = True
   return config

@@ -1,0 +1,296 @@
+"""Tests for the eval mode: outputs, determinism, the ground-truth sanity of
+the posing path (root from the input CPF), one compilation, bad input."""
+
+import csv
+import importlib.util
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motiongrpo_jax import body as body_lib
+from motiongrpo_jax import geometry
+from motiongrpo_jax.data import pipeline
+from motiongrpo_jax.data import synthetic
+from motiongrpo_jax.data import tfds_builder
+from motiongrpo_jax.eval import metrics
+from motiongrpo_jax.model import denoiser
+from motiongrpo_jax.model import packing
+from motiongrpo_jax.model import params_io
+from motiongrpo_jax.modes import eval as eval_mode
+from motiongrpo_jax.train import mesh as mesh_lib
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+# Three synthetic test sequences of 40 frames (consistent with the built-in
+# body, so the ground truth's CPF is the body's); L = 8 gives windows of 9
+# poses: 4 per sequence, 12 in all; batches of 5 leave 3 filler windows.
+_NUM_SEQUENCES, _NUM_FRAMES, _L, _BATCH = 3, 40, 8, 5
+_WINDOWS = _NUM_SEQUENCES * (_NUM_FRAMES // (_L + 1))
+
+
+def _load_config_module():
+  spec = importlib.util.spec_from_file_location(
+      "eval_config", _REPO / "configs" / "eval.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+eval_config = _load_config_module()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("data")
+  tfds_builder.build(
+      lambda: synthetic.synthetic_records(
+          _NUM_SEQUENCES, seed=3, num_frames=(_NUM_FRAMES, _NUM_FRAMES),
+          split="test"), path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  """A tiny denoiser with random params (no `init`: slow to compile)."""
+  config = denoiser.DenoiserConfig(
+      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
+      encoder_layers=1, decoder_layers=1, include_hands=False)
+  shapes = params_io.abstract_params(config)
+  leaves, treedef = jax.tree.flatten(shapes)
+  rng = np.random.default_rng(0)
+  params = jax.tree.unflatten(treedef, [
+      jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype) for s in leaves])
+  # Body rotations near 3·I + noise: their SO(3) projection is well
+  # conditioned, so float round-off stays round-off in the metrics.
+  body_out = params["decoders_body_rotmats"]["linear_5"]
+  body_out["bias"] = body_out["bias"] + jnp.tile(3.0 * jnp.eye(3).ravel(), 21)
+  path = tmp_path_factory.mktemp("models") / "tiny"
+  params_io.save_model(path, config, params)
+  return path
+
+
+def _config(model_dir, data_dir, **overrides):
+  config = eval_config.get_config("demo")
+  config.checkpoint = str(model_dir)
+  config.num_samples = 2
+  config.data.update(data_dir=str(data_dir), seq_len=_L, batch_size=_BATCH,
+                     build_synthetic_if_missing=False)
+  config.sampler.update = "ddim"  # EgoAllo's σ needs more than 2 steps.
+  config.sampler.num_steps = 2
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def _read_csv(workdir):
+  with open(workdir / eval_mode.PER_SEQUENCE_FILE, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _metric_table(rows):
+  return np.array([[float(r[n]) for n in metrics.METRIC_NAMES] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def first_run(model_dir, data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("eval_a")
+  summary = eval_mode.run(_config(model_dir, data_dir), str(workdir))
+  return workdir, summary
+
+
+def test_writes_metrics_and_csv(first_run):
+  workdir, summary = first_run
+  written = json.loads((workdir / eval_mode.METRICS_FILE).read_text())
+  assert written == json.loads(json.dumps(summary))
+  for name in metrics.METRIC_NAMES:
+    assert set(written[name]) == {"mean", "stderr"}
+    assert np.isfinite(written[name]["mean"])
+    assert np.isfinite(written[name]["stderr"])
+  meta = written["metadata"]
+  assert (meta["split"], meta["seq_len"], meta["window_len"]) == ("test", _L,
+                                                                  _L + 1)
+  assert (meta["num_windows"], meta["num_samples"]) == (_WINDOWS, 2)
+  assert meta["num_rows"] == 2 * _WINDOWS and meta["num_sequences"] == 3
+  assert meta["checkpoint_kind"] == "model"
+  rows = _read_csv(workdir)
+  assert len(rows) == 2 * _WINDOWS
+  assert list(rows[0])[:5] == ["seq_index", "name", "start", "sample",
+                               "num_frames"]
+  # Windows in order, both samples of each, all frames valid.
+  expected = [(i, s, k) for i in range(3) for s in range(0, 36, 9)
+              for k in range(2)]
+  assert [(int(r["seq_index"]), int(r["start"]), int(r["sample"]))
+          for r in rows] == expected
+  assert {r["num_frames"] for r in rows} == {str(_L)}
+  assert rows[0]["name"].startswith("synthetic/")
+  # The summary is the mean of the rows; the two samples differ.
+  table = _metric_table(rows)
+  np.testing.assert_allclose(
+      [written[n]["mean"] for n in metrics.METRIC_NAMES], table.mean(0),
+      rtol=1e-6)
+  assert np.abs(table[0::2, 0] - table[1::2, 0]).max() > 2e-3  # mm
+  # A random network puts the body far off: MPJPE well above 1 cm.
+  assert written["mpjpe"]["mean"] > 10.0
+
+
+def test_deterministic(first_run, model_dir, data_dir, tmp_path):
+  workdir, _ = first_run
+  eval_mode.run(_config(model_dir, data_dir), str(tmp_path / "same"))
+  np.testing.assert_array_equal(_metric_table(_read_csv(tmp_path / "same")),
+                                _metric_table(_read_csv(workdir)))
+
+
+def _gt_packed(batch):
+  """The ground truth of output frames 1..L as a packed sample (B, 1, L, d)."""
+  seq_len = batch["mask"].shape[1] - 1
+  betas = jnp.broadcast_to(batch["betas"][:, None], (batch["betas"].shape[0],
+                                                     seq_len, 16))
+  x0 = packing.pack(betas, geometry.quat_to_matrix(batch["body_quats"][:, 1:]),
+                    batch["contacts"][:, 1:])
+  return x0[:, None]
+
+
+def test_ground_truth_scores_zero(data_dir):
+  batch = next(iter(pipeline.eval_dataset(
+      data_dir, split="test", window_len=_L + 1, batch_size=4, hands=False)))
+  batch = jax.tree.map(jnp.asarray, batch)
+  body = body_lib.builtin_body()
+  score = jax.jit(lambda x0, b: eval_mode.score_samples(x0, b, body, 30.0))
+  scores = score(_gt_packed(batch), batch)
+  assert set(scores) == set(metrics.METRIC_NAMES)
+  # The GT through the prediction path (root placed from the input CPF)
+  # lands on the GT: float32 round-off only (the data is made with the same
+  # body, so its CPF is the body's CPF).
+  for name, bound in [("mpjpe", 1e-2), ("pampjpe", 1e-2),
+                      ("pampjpe_egoallo_compat", 1e-2), ("t_head", 1e-2),
+                      ("mpjve", 0.5), ("mpjre", 1e-2)]:
+    assert np.asarray(scores[name]).shape == (4, 1)
+    assert np.all(np.asarray(scores[name]) < bound), (name, scores[name])
+  # Moving the input CPF by 10 cm moves the whole predicted body by 10 cm:
+  # MPJPE = 100 mm, PA-MPJPE still 0.
+  shifted = dict(batch, T_world_cpf=batch["T_world_cpf"].at[..., 4].add(0.1))
+  gt_joints = eval_mode.pose_ground_truth(
+      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
+      body).joints
+  pred = eval_mode.pose_prediction(_gt_packed(batch)[:, 0],
+                                   shifted["T_world_cpf"][:, 1:], body)
+  np.testing.assert_allclose(pred.joints - gt_joints,
+                             np.broadcast_to([0.1, 0, 0], gt_joints.shape),
+                             atol=1e-5)
+  # Through score_samples: the GT comes from the batch's pelvis poses, the
+  # prediction from its (shifted) CPF: MPJPE = T_head = 100 mm, PA-MPJPE 0.
+  moved = score(_gt_packed(batch), shifted)
+  np.testing.assert_allclose(moved["mpjpe"], 100.0, atol=1e-2)
+  np.testing.assert_allclose(moved["t_head"], 100.0, atol=1e-2)
+  np.testing.assert_allclose(moved["mpjve"], 0.0, atol=0.5)
+  assert np.all(np.asarray(moved["pampjpe"]) < 1e-2)
+
+
+def _close_rows(rows, reference):
+  """Equal metrics up to float round-off of differently batched matmuls
+  (jitter, a third difference times fps³, amplifies it most)."""
+  got, want = _metric_table(rows), _metric_table(reference)
+  jitter = metrics.METRIC_NAMES.index("jitter")
+  others = [i for i in range(got.shape[1]) if i != jitter]
+  np.testing.assert_allclose(got[:, others], want[:, others], rtol=1e-3,
+                             atol=1e-3)
+  np.testing.assert_allclose(got[:, jitter], want[:, jitter], rtol=1e-3,
+                             atol=0.05)
+
+
+def test_one_compilation_and_batch_independence(first_run, data_dir,
+                                                model_dir):
+  model, params = eval_mode.load_model(str(model_dir))
+  sampler = eval_mode.sampler_config(_config(model_dir, data_dir))
+  eval_fn = eval_mode.make_eval_fn(model, body_lib.builtin_body(), sampler,
+                                   num_samples=1, fps=30.0)
+  mesh = mesh_lib.make_mesh()
+  key = jax.random.PRNGKey(0)
+
+  def batches(partial):
+    return pipeline.eval_dataset(data_dir, split="test", window_len=_L + 1,
+                                 batch_size=_BATCH, partial=partial,
+                                 hands=False)
+
+  # "pad" keeps each sequence's last window of 4 poses (3 frames): counted
+  # but left out of the rows (fewer than 4 frames); max_windows stops early.
+  rows, seen = eval_mode.evaluate(eval_fn, params, batches("pad"), key, mesh,
+                                  max_windows=7)
+  assert seen == 7 and len(rows) == 6
+  assert [(r["seq_index"], r["start"]) for r in rows][3:5] == [(0, 27), (1, 0)]
+  rows, seen = eval_mode.evaluate(eval_fn, params, batches("drop"), key, mesh)
+  assert seen == _WINDOWS and len(rows) == _WINDOWS
+  # Sample 0 of each window is the mode's sample 0 (2 samples per window,
+  # so twice the sampler batch): keys are per window and sample.
+  reference = [r for r in _read_csv(first_run[0]) if r["sample"] == "0"]
+  _close_rows(rows, reference)
+  other, _ = eval_mode.evaluate(eval_fn, params, batches("drop"),
+                                jax.random.PRNGKey(1), mesh)
+  # Another seed: other samples. (This random network's output is dominated
+  # by its biases, so samples differ by ~0.01 mm MPJPE; the batching
+  # round-off above is ~1.5e-4 mm.)
+  assert max(abs(a["mpjpe"] - b["mpjpe"]) for a, b in zip(rows, other)) > 2e-3
+  # Three passes over batches of 5 (the last ones completed with filler):
+  # one compiled program.
+  assert eval_fn.func._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match="unknown variant 'nope'"):
+    eval_config.get_config("nope")
+
+
+def test_missing_checkpoint(tmp_path, data_dir):
+  with pytest.raises(FileNotFoundError, match="config.checkpoint=.*does not exist"):
+    eval_mode.run(_config(tmp_path / "absent", data_dir), str(tmp_path / "w"))
+  config = _config(tmp_path, data_dir, checkpoint="")
+  with pytest.raises(ValueError, match="config.checkpoint is empty"):
+    eval_mode.run(config, str(tmp_path / "w"))
+  with pytest.raises(ValueError, match="config.checkpoint=.*not a checkpoint"):
+    eval_mode.run(_config(data_dir, data_dir), str(tmp_path / "w"))
+
+
+def test_corrupt_checkpoint(tmp_path, model_dir, data_dir):
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  (broken / params_io.CONFIG_FILE).write_text(
+      (model_dir / params_io.CONFIG_FILE).read_text())
+  (broken / params_io.PARAMS_DIR).mkdir()
+  (broken / params_io.PARAMS_DIR / "garbage").write_bytes(b"\x00not orbax")
+  with pytest.raises(FileNotFoundError, match="config.checkpoint=.*_METADATA"):
+    eval_mode.run(_config(broken, data_dir), str(tmp_path / "w"))
+  (broken / params_io.PARAMS_DIR / "_METADATA").write_text("{not json")
+  with pytest.raises(ValueError, match="config.checkpoint=.*cannot load"):
+    eval_mode.run(_config(broken, data_dir), str(tmp_path / "w"))
+  step = tmp_path / "run" / "checkpoints" / "5" / "state"
+  step.mkdir(parents=True)
+  (step / "junk").write_bytes(b"\x00")
+  (tmp_path / "run" / params_io.CONFIG_FILE).write_text(
+      (model_dir / params_io.CONFIG_FILE).read_text())
+  with pytest.raises(ValueError, match="config.checkpoint="):
+    eval_mode.run(_config(step.parent, data_dir), str(tmp_path / "w"))
+
+
+def test_missing_split_and_data(tmp_path, model_dir, data_dir):
+  with pytest.raises(ValueError, match="config.data.split='val'.*not in"):
+    eval_mode.run(_config(model_dir, data_dir, **{"data.split": "val"}),
+                  str(tmp_path / "w"))
+  with pytest.raises(FileNotFoundError, match="config.data.data_dir"):
+    eval_mode.run(_config(model_dir, tmp_path / "nothing"), str(tmp_path / "w"))
+
+
+def test_config_checks(model_dir, data_dir):
+  for key, value, match in [
+      ("num_samples", 0, "num_samples"), ("data.seq_len", 3, "seq_len"),
+      ("data.partial", "keep", "partial"), ("data.batch_size", 0, "batch_size"),
+      ("sampler.update", "euler", "config.sampler"),
+      ("sampler.update", "egoallo", "config.sampler.*σ too large")]:
+    with pytest.raises(ValueError, match=match):
+      eval_mode.validate(_config(model_dir, data_dir, **{key: value}))
