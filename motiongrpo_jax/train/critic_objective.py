@@ -24,7 +24,10 @@ wrong):
   * `other_motion`: the next sequence's body (shape and rotations) in the
     batch with this trajectory (invalid when both are the same sequence).
 The base policy's own samples (hard negatives) come from the sampler; see
-`base_negatives`.
+`base_negatives`. Their rollouts may see a head trajectory shaken by GRPO's
+smooth condition noise (`noisy_condition`, amplitude λ per rollout): the
+sample then fits a slightly wrong trajectory while the critic judges it
+against the clean one, a graded negative (larger λ, larger mismatch).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import jaxlie
 
+from motiongrpo_jax import geometry
 from motiongrpo_jax.body import skeleton
+from motiongrpo_jax.grpo import condition_noise
 from motiongrpo_jax.model import critic as critic_lib
 
 KINDS: tuple[str, ...] = ("time_shift", "joint_noise", "foot_sliding",
@@ -349,6 +354,43 @@ def base_negatives(x0_preds: jax.Array, last_steps: int, num_samples: int,
   x = jnp.transpose(x, (2, 1, 0, 3, 4)).reshape(
       rows // num_samples, num_samples * last_steps, length, dim)
   return critic_lib.motion_from_packed(x, include_hands)
+
+
+def noisy_condition(keys: jax.Array, T_world_cpf: jax.Array,
+                    T_cpf_tm1_cpf_t: jax.Array, mask: jax.Array,
+                    amplitude: jax.Array,
+                    config: condition_noise.ConditionNoiseConfig =
+                    condition_noise.ConditionNoiseConfig()
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Head trajectories with smooth noise on the CPF translations (GRPO's).
+
+  Frame t's translation moves by λ·P(t), P from `condition_noise` (zero
+  mean, unit RMS per axis over valid frames); rotations are kept. Relative
+  poses are recomputed between consecutive frames; the first frame's keeps
+  its value (the pose before the window is taken to move with frame 0).
+
+  Args:
+    keys: (N, 2) one key per trajectory.
+    T_world_cpf: (N, T, 7) CPF poses, floor at z = 0.
+    T_cpf_tm1_cpf_t: (N, T, 7) CPF motion from the previous frame.
+    mask: (N, T) valid frames.
+    amplitude: () or (N,) λ, RMS displacement in metres (0: unchanged).
+    config: the noise's shape (its `amplitude` is replaced by 1; λ scales).
+
+  Returns:
+    (T_world_cpf, T_cpf_tm1_cpf_t), each (N, T, 7).
+  """
+  unit = dataclasses.replace(config, amplitude=1.0)
+  num_frames = T_world_cpf.shape[1]
+  noise = jax.vmap(lambda k, m: condition_noise.sample_noise(
+      k, num_frames, unit, m))(keys, mask.astype(bool))
+  scale = jnp.broadcast_to(jnp.asarray(amplitude, jnp.float32),
+                           (T_world_cpf.shape[0],))
+  noisy = condition_noise.perturb_translations(
+      T_world_cpf, scale[:, None, None] * noise)
+  relative = jnp.concatenate(
+      [T_cpf_tm1_cpf_t[:, :1], geometry.relative_poses(noisy)], axis=1)
+  return noisy, relative
 
 
 def candidate_scores(score_fn, motion: critic_lib.Motion,
