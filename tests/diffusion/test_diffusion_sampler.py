@@ -1,0 +1,274 @@
+"""The sampler step: EgoAllo's update, windows and the Gaussian log-probs."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motiongrpo_jax.diffusion import sampler
+from motiongrpo_jax.diffusion import windows
+from motiongrpo_jax.model import packing
+from motiongrpo_jax.model.denoiser import Denoiser, DenoiserConfig
+from motiongrpo_jax.tools.convert_egoallo import load_egoallo_checkpoint
+
+CONFIG = sampler.SamplerConfig()
+
+
+def _step_constants(index, config=CONFIG):
+  return jax.tree.map(lambda c: c[index], sampler.step_constants(config))
+
+
+def _walk(batch, num_poses, seed=0):
+  """Head poses walking along +x with a little bob; CPF looking along +x."""
+  k = np.arange(num_poses)
+  rng = np.random.default_rng(seed)
+  poses = np.zeros((batch, num_poses, 7), np.float32)
+  # CPF +z forward along world +x, +y up along world +z: R = [[0,0,1],[1,0,0],[0,1,0]].
+  poses[..., :4] = [0.5, 0.5, 0.5, 0.5]
+  poses[..., 4] = 0.04 * k + rng.normal(0, 0.01, (batch, 1))
+  poses[..., 5] = 0.02 * np.sin(0.2 * k)
+  poses[..., 6] = 1.6 + 0.02 * np.sin(0.4 * k)
+  return jnp.asarray(poses)
+
+
+def test_condition_matches_golden(egoallo_reference):
+  golden = np.load(egoallo_reference / "golden_step.npz")
+  cond = sampler.sampler_condition(
+      jnp.broadcast_to(golden["Ts_world_cpf"], (2,) + golden["Ts_world_cpf"].shape),
+      jnp.full((2,), golden["floor_z"]))
+  np.testing.assert_array_equal(cond.T_world_cpf, golden["T_world_cpf_shifted"])
+  np.testing.assert_allclose(cond.T_cpf_tm1_cpf_t, golden["T_cpf_tm1_cpf_t"],
+                             rtol=0, atol=2e-6)
+
+
+def test_update_in_isolation(egoallo_reference):
+  """Blend, projection and update from the recorded network output."""
+  golden = np.load(egoallo_reference / "golden_step.npz")
+  x_t = jnp.asarray(golden["x_t"])
+  # Single window: (0 + o·w)/(0 + w).
+  blended = windows.blended_x0(
+      lambda x, *_: jnp.asarray(golden["x0_net_out"]), x_t,
+      jnp.zeros((2, 16, 7)), jnp.zeros((2, 16, 7)), None, ((0, 16),))
+  np.testing.assert_allclose(blended, golden["x0_blended"], rtol=0, atol=1e-7)
+  np.testing.assert_array_equal(windows.canonical_weights(16),
+                                golden["overlap_weights"])
+  projected = packing.project_body_rotmats(jnp.asarray(golden["x0_blended"]), True)
+  np.testing.assert_allclose(projected, golden["x0_pred"], rtol=0, atol=1e-5)
+  out = sampler.sampler_step(
+      None, None, x_t, _step_constants(int(golden["step_index"])), None,
+      noise=jnp.asarray(golden["noise"]), x0=jnp.asarray(golden["x0_pred"]))
+  np.testing.assert_allclose(out.x_next, golden["x_next"], rtol=0, atol=1e-6)
+  assert float(out.std) == pytest.approx(float(golden["sigma"]), rel=1e-7)
+
+
+def test_step_with_network(egoallo_reference):
+  golden = np.load(egoallo_reference / "golden_step.npz")
+  model, params = load_egoallo_checkpoint(egoallo_reference / "small_exp" /
+                                          "checkpoints_0")
+  apply_fn = sampler.model_apply_fn(model)
+
+  @jax.jit
+  def step(params, x_t, Ts_world_cpf, floor_z, noise):
+    cond = sampler.sampler_condition(Ts_world_cpf, floor_z)
+    return sampler.sampler_step(
+        apply_fn, params, x_t, _step_constants(int(golden["step_index"])),
+        cond, noise=noise)
+
+  out = step(params, jnp.asarray(golden["x_t"]),
+             jnp.broadcast_to(golden["Ts_world_cpf"], (2, 17, 7)),
+             jnp.full((2,), golden["floor_z"]), jnp.asarray(golden["noise"]))
+  x0_err = np.abs(np.asarray(out.x0) - golden["x0_pred"]).max()
+  x_next_err = np.abs(np.asarray(out.x_next) - golden["x_next"]).max()
+  print(f"golden_step: max|Δx̂0| = {x0_err:.2e}, max|Δx_next| = {x_next_err:.2e}")
+  assert x0_err <= 1e-4 and x_next_err <= 1e-4
+
+
+@pytest.mark.parametrize("batch_equal", [False, True])
+def test_blend_weights_long(egoallo_reference, batch_equal):
+  """Each window returns its own constant; the blend must weight them as
+  EgoAllo does (golden `window_weights`, 4 windows over 300 frames)."""
+  golden = np.load(egoallo_reference / "golden_rollout_long.npz")
+  seq_len = 300
+  spans = windows.window_spans(seq_len)
+  x_t = jnp.broadcast_to(jnp.arange(seq_len, dtype=jnp.float32)[None, :, None],
+                         (2, seq_len, 3))
+  # window j sees x[:, 0] = s_j and returns s_j + 1 everywhere.
+  fn = lambda x, *_: jnp.ones_like(x) * (x[:, :1, :1] + 1.0)
+  dummy = jnp.zeros((2, seq_len, 7))
+  out = windows.blended_x0(fn, x_t, dummy, dummy, None, spans,
+                           batch_equal=batch_equal)
+  ww = golden["window_weights"].astype(np.float64)
+  starts = golden["window_starts"].astype(np.float64)
+  expected = (ww * (starts[:, None] + 1)).sum(0) / ww.sum(0)
+  np.testing.assert_allclose(out[0, :, 0], expected, rtol=1e-6)
+  np.testing.assert_allclose(out[1, :, 2], expected, rtol=1e-6)
+
+
+def test_log_prob_closed_form():
+  """log π against a float64 Gaussian density, with and without a mask."""
+  rng = np.random.default_rng(0)
+  shape = (3, 10, 226)
+  x_t, x0, x_next = (rng.normal(size=shape).astype(np.float32) for _ in range(3))
+  index = 12
+  consts = _step_constants(index)
+  coeffs = sampler._coefficients(CONFIG)
+  mask = np.ones(shape[:2], bool)
+  mask[1, 7:] = False
+  mask[2, :] = False
+  out = sampler.sampler_step(None, None, jnp.asarray(x_t), consts, None,
+                             x_next=jnp.asarray(x_next), x0=jnp.asarray(x0),
+                             mask=jnp.asarray(mask))
+  c = {k: getattr(coeffs, k)[index] for k in
+       ("c_x0", "c_dir", "c_xt", "denom", "sigma")}
+  mean = c["c_x0"] * x0 + c["c_dir"] * (x_t - c["c_xt"] * x0) / c["denom"]
+  np.testing.assert_allclose(out.mean, mean, rtol=0, atol=1e-6)
+  s = c["sigma"]
+  dens = (-0.5 * ((x_next - mean) / s) ** 2 - math.log(s)
+          - 0.5 * math.log(2 * math.pi))
+  expected = (dens.sum(-1) * mask).sum(-1)
+  np.testing.assert_allclose(out.log_prob, expected, rtol=1e-5)
+  assert out.log_prob[2] == 0.0  # no valid frame
+  # "mean": the same divided by the number of valid scalars.
+  out_mean = sampler.sampler_step(
+      None, None, jnp.asarray(x_t), consts, None, x_next=jnp.asarray(x_next),
+      x0=jnp.asarray(x0), mask=jnp.asarray(mask),
+      config=sampler.SamplerConfig(log_prob_reduction="mean"))
+  count = mask.sum(-1) * shape[-1]
+  np.testing.assert_allclose(out_mean.log_prob[:2], expected[:2] / count[:2],
+                             rtol=1e-5)
+  # Frames outside the mask do not count.
+  moved = x_next.copy()
+  moved[1, 8] += 5.0
+  out_moved = sampler.sampler_step(
+      None, None, jnp.asarray(x_t), consts, None, x_next=jnp.asarray(moved),
+      x0=jnp.asarray(x0), mask=jnp.asarray(mask))
+  np.testing.assert_array_equal(out_moved.log_prob, out.log_prob)
+  # Sampling: x_next = μ + σ·ε, so log π = Σ(−ε²/2) − n·log σ − n/2·log 2π.
+  eps = rng.normal(size=shape).astype(np.float32)
+  sampled = sampler.sampler_step(None, None, jnp.asarray(x_t), consts, None,
+                                 noise=jnp.asarray(eps), x0=jnp.asarray(x0))
+  n = shape[1] * shape[2]
+  expected = ((-0.5 * eps.astype(np.float64) ** 2).sum((1, 2))
+              - n * (math.log(s) + 0.5 * math.log(2 * math.pi)))
+  np.testing.assert_allclose(sampled.log_prob, expected, rtol=1e-5)
+
+
+def test_log_prob_difference_closed_form():
+  """The GRPO log-ratio from two means, against float64 densities."""
+  rng = np.random.default_rng(1)
+  shape = (2, 128, 496)
+  index = 20
+  consts = _step_constants(index)
+  sigma = float(sampler._coefficients(CONFIG).sigma[index])
+  mean_old = rng.normal(size=shape).astype(np.float32)
+  mean_new = mean_old + (1e-4 * rng.normal(size=shape)).astype(np.float32)
+  x_next = (mean_old + sigma * rng.normal(size=shape)).astype(np.float32)
+  mask = np.ones(shape[:2], bool)
+  mask[1, 100:] = False
+  diff = sampler.log_prob_difference(
+      jnp.asarray(x_next), jnp.asarray(mean_new), jnp.asarray(mean_old), consts,
+      jnp.asarray(mask))
+  x, a, b = (v.astype(np.float64) for v in (x_next, mean_new, mean_old))
+  expected = ((((x - b) ** 2 - (x - a) ** 2) / (2 * sigma**2)).sum(-1)
+              * mask).sum(-1)
+  np.testing.assert_allclose(diff, expected, rtol=1e-4)
+  same = sampler.log_prob_difference(
+      jnp.asarray(x_next), jnp.asarray(mean_old), jnp.asarray(mean_old), consts,
+      None)
+  np.testing.assert_array_equal(same, 0.0)
+
+
+def test_deterministic_step_has_no_log_prob():
+  last = sampler.step_constants(CONFIG).t.shape[0] - 1
+  consts = _step_constants(last)
+  x = jnp.ones((1, 4, 226))
+  out = sampler.sampler_step(None, None, x, consts, None, x_next=2.0 * x,
+                             x0=0.5 * x)
+  assert float(out.std) == 0.0
+  np.testing.assert_array_equal(out.log_prob, 0.0)
+  np.testing.assert_array_equal(out.mean, 0.5 * x)  # √ᾱ_0 = 1, no direction
+
+
+def test_step_requires_one_source():
+  with pytest.raises(ValueError, match="exactly one"):
+    sampler.sampler_step(None, None, jnp.ones((1, 2, 226)), _step_constants(0),
+                         None, x0=jnp.ones((1, 2, 226)))
+
+
+TINY = DenoiserConfig(d_latent=16, d_feedforward=24, d_noise_emb=8, num_heads=2,
+                      encoder_layers=1, decoder_layers=1, include_hands=False)
+# Windows of 16 with overlap 4: a 28-frame sequence has two, [0, 16) and
+# [12, 28), run as one network call (equal lengths).
+TINY_SAMPLER = sampler.SamplerConfig(window_size=16, overlap=4)
+
+
+def test_rollout_rescore_and_no_recompile():
+  """Re-scoring with the same params reproduces the rollout's log-probs
+  exactly (ratio exactly 1); new params change them; a new batch of the same
+  shapes does not retrace; the rollout is one scan over the 30 steps."""
+  model = Denoiser(TINY)
+  batch, seq_len = 2, 28
+  condition_fn = jax.jit(sampler.sampler_condition)
+  cond = condition_fn(_walk(batch, seq_len + 1), jnp.array([0.0, 0.1]))
+  params = jax.jit(model.init)(
+      jax.random.key(0), jnp.zeros((1, 4, 226)), jnp.ones((1,), jnp.int32),
+      cond.T_world_cpf[:1, :4], cond.T_cpf_tm1_cpf_t[:1, :4])["params"]
+  apply_fn = sampler.model_apply_fn(model)
+  mask = jnp.ones((batch, seq_len), bool).at[1, 20:].set(False)
+
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def run(params, cond, key):
+    return sampler.rollout(apply_fn, params, cond, key=key, mask=mask,
+                           packed_dim=226, config=TINY_SAMPLER)
+
+  @jax.jit
+  def score(params, xs):
+    return sampler.rescore(apply_fn, params, xs, cond, mask=mask,
+                           config=TINY_SAMPLER)
+
+  out = run(params, cond, jax.random.key(1))
+  chex.assert_shape(out.xs, (31, batch, seq_len, 226))
+  chex.assert_shape(out.log_probs, (30, batch))
+  chex.assert_shape(out.means, (30, batch, seq_len, 226))
+  chex.assert_shape(out.stds, (30,))
+  assert out.x0_preds is None
+  xs, means, stds, log_probs_old = (np.asarray(a) for a in (
+      out.xs, out.means, out.stds, out.log_probs))
+  np.testing.assert_array_equal(out.trainable, np.arange(30) < 29)
+  np.testing.assert_array_equal(log_probs_old[-1], 0.0)
+  assert np.all(np.isfinite(xs))
+  # Each transition's log-prob is the Gaussian density of its stored mean/std.
+  sigma = stds[:-1, None, None, None].astype(np.float64)
+  valid = np.asarray(mask)[None, :, :, None]
+  density = (-0.5 * ((xs[1:-1] - means[:-1]) / sigma) ** 2 - np.log(sigma)
+             - 0.5 * np.log(2 * np.pi))
+  np.testing.assert_allclose(log_probs_old[:-1],
+                             (density * valid).sum((2, 3)), rtol=1e-5)
+  np.testing.assert_array_equal(xs[-1], means[-1])
+
+  log_probs, new_means = score(params, out.xs)
+  np.testing.assert_array_equal(log_probs, log_probs_old)
+  np.testing.assert_array_equal(new_means, means)
+  np.testing.assert_array_equal(np.exp(np.asarray(log_probs) - log_probs_old),
+                                1.0)
+
+  new_params = jax.tree.map(lambda p: p * 1.01, params)
+  new_log_probs, _ = score(new_params, out.xs)
+  assert np.all(np.abs(np.asarray(new_log_probs)[:-1] - log_probs_old[:-1]) > 0)
+
+  # A new batch of the same shapes: no retrace (assert_max_traces raises).
+  cond2 = condition_fn(_walk(batch, seq_len + 1, seed=5), jnp.zeros((batch,)))
+  out2 = run(params, cond2, jax.random.key(2))
+  assert not np.allclose(np.asarray(out2.xs)[-1], xs[-1])
+
+  # One program: a single scan of length 30 holds every network call.
+  jaxpr = jax.make_jaxpr(run)(params, cond, jax.random.key(1))
+  scans = [e for e in jaxpr.jaxpr.eqns[0].params["jaxpr"].eqns
+           if e.primitive.name == "scan"]
+  assert len(scans) == 1 and scans[0].params["length"] == 30
