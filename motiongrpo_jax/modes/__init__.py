@@ -10,7 +10,7 @@ import ml_collections
 # Every mode the project will have; the value says whether it exists yet.
 _MODES: dict[str, bool] = {
     "pretrain": True,
-    "eval": False,
+    "eval": True,
     "critic": True,
     "grpo": True,
     "infer": False,
