@@ -1,15 +1,258 @@
-"""Config for the `grpo` mode: `--config=configs/grpo.py[:variant]`."""
+"""Config for the `grpo` mode: `--config=configs/grpo.py[:variant]`.
+
+GRPO post-training of a base denoiser (MotionGRPO): G rollouts per head
+trajectory with per-member condition noise, the hybrid reward (joint
+constraints + optional perceptual critic), group-normalised advantages and
+the clipped objective; then base vs post-trained on a held-out split
+(`WORKDIR/summary.json`).
+
+Variants (the default is `demo`):
+  demo   built-in synthetic data. Without `init_checkpoint` it first
+         pretrains a small base model (`configs/pretrain.py:demo`, in
+         `WORKDIR/base`) and, when the perceptual reward is on and no
+         `critic_checkpoint` is given, a critic (`configs/critic.py:demo`,
+         in `WORKDIR/critic`); then GRPO; then the evaluation table.
+  bvh    a BVH dataset (`--config.data.data_dir`, built with
+         `tools/build_dataset --source=bvh`) and a base model from
+         `configs/pretrain.py:bvh` (`--config.init_checkpoint`); evaluated on
+         the `val` split (Bandai-Namco's held-out "normal" style).
+  amass  paper scale: EgoAllo's base model (with hands), AMASS data, G = 8,
+         B = 32 head trajectories per iteration, SMPL-H body.
+Ablation switches (the paper's table): `condition_noise.kind`
+(perlin / gaussian / none) and `reward.weight_vis` (0: no critic). Named
+settings for `ablation.settings`:
+  vanilla        joint rewards, no condition noise (vanilla GRPO);
+  perceptual     + perceptual reward;
+  full           + Perlin condition noise (MotionGRPO);
+  full_gaussian  full, but i.i.d. Gaussian noise of equal RMS;
+  noise_only     joint rewards + Perlin noise (isolates the noise);
+  gaussian_only  joint rewards + i.i.d. Gaussian noise of equal RMS.
+`--config.ablation.settings=vanilla,noise_only,…` runs each on the same base
+checkpoint in `WORKDIR/ablation/<name>` and writes one comparison table
+(`WORKDIR/ablation.json`).
+Variants override only what differs from the defaults below.
+"""
 
 import ml_collections
 
+VARIANTS = ("demo", "bvh", "amass")
 
-def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """Returns the locked-ready config for a variant."""
+
+def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
+  """Returns the config of a variant (locked by main.py)."""
+  if variant not in VARIANTS:
+    raise ValueError(
+        f"configs/grpo.py: unknown variant {variant!r}; expected one of "
+        f"{list(VARIANTS)}")
   config = ml_collections.ConfigDict()
   # Which mode main.py runs.
   config.mode = "grpo"
   # Experiment variant (recorded for provenance).
   config.variant = variant
-  # Seed of every random stream in the run (data, init, sampling).
+  # Seed of every random stream in the run (data, sampling, minibatches).
   config.seed = 0
+  # The base policy GRPO starts from (and the KL reference): a pretrain
+  # workdir (its latest checkpoint), a checkpoint step directory, a model
+  # directory or an EgoAllo checkpoint directory. "" = demo: pretrain one
+  # first in WORKDIR/base. Ignored on resume (the run's checkpoint wins).
+  config.init_checkpoint = ""
+  # The perceptual critic (a `critic` mode workdir), needed when
+  # reward.weight_vis > 0. "" = demo: train one first in WORKDIR/critic.
+  config.critic_checkpoint = ""
+
+  # #### Bootstrapping the demo (only when the checkpoints above are "") ####
+  config.bootstrap = ml_collections.ConfigDict()
+  # Pretrain / critic first when init_checkpoint / critic_checkpoint is "".
+  config.bootstrap.enabled = False
+  # Train steps of the bootstrap pretraining (0: configs/pretrain.py:demo's).
+  config.bootstrap.pretrain_steps = 0
+  # Train steps of the bootstrap critic (0: configs/critic.py:demo's).
+  config.bootstrap.critic_steps = 0
+
+  # #### Body model (rewards, metrics) ####
+  config.body = ml_collections.ConfigDict()
+  # "builtin" (the SMPL tree with a built-in shape space) or "smplh".
+  config.body.model = "builtin"
+  # SMPL-H `model.npz` (body.model = "smplh" only).
+  config.body.smplh_npz = ""
+
+  # #### Data ####
+  config.data = ml_collections.ConfigDict()
+  # Dataset directory (`build_dataset --output_dir`). "" = the base
+  # checkpoint's `data/` when it holds a dataset, else WORKDIR/data.
+  config.data.data_dir = ""
+  # Build a synthetic dataset when there is none (demo only).
+  config.data.build_synthetic_if_missing = False
+  # Synthetic build: sequences and frames per sequence (as the pretrain demo).
+  config.data.synthetic_num_sequences = 48
+  config.data.synthetic_num_frames = 240
+  # Split trained on.
+  config.data.train_split = "train"
+  # Output frames L per trajectory (windows of L + 1 CPF poses).
+  config.data.seq_len = 128
+  # Head trajectories per iteration, all devices (each brings G rollouts).
+  config.data.batch_size = 32
+  # Frames per second of the data.
+  config.data.fps = 30.0
+  # Grain worker processes (0: read in the training process).
+  config.data.num_workers = 0
+
+  # #### Group sampling (`grpo/group_sampler.py`) ####
+  config.group = ml_collections.ConfigDict()
+  # G, rollouts per head trajectory (>= 2).
+  config.group.group_size = 8
+  # One initial noise x_T per group (True) or one per member (False).
+  config.group.shared_initial_noise = True
+  # Sampling steps (EgoAllo's schedule: 30; its update needs >= 26).
+  config.group.sampler_steps = 30
+  # Sampler update: "egoallo" (EgoAllo's exactly) or "ddim" (DDIM-η).
+  config.group.sampler_update = "egoallo"
+  # log π reduced by "mean" over valid frames and state dims (DDPO's: the
+  # clip acts on per-scalar ratios) or "sum" (the exact density; the
+  # learning rate must then be about 1/(L·d) as large).
+  config.group.log_prob_reduction = "mean"
+
+  # #### Condition noise (`grpo/condition_noise.py`) ####
+  config.condition_noise = ml_collections.ConfigDict()
+  # "perlin" (MotionGRPO), "gaussian" (i.i.d., equal RMS) or "none".
+  config.condition_noise.kind = "perlin"
+  # λ, RMS displacement of the CPF translation per axis, metres.
+  config.condition_noise.amplitude = 0.05
+  # Frequency of the first Perlin octave, Hz.
+  config.condition_noise.base_frequency = 0.5
+  # Perlin octaves (each doubles the frequency).
+  config.condition_noise.octaves = 3
+  # Amplitude ratio between octaves.
+  config.condition_noise.persistence = 0.5
+  # World axes perturbed ("xyz", "xy", …).
+  config.condition_noise.axes = "xyz"
+
+  # #### Hybrid reward (`grpo/rewards.py`) ####
+  config.reward = ml_collections.ConfigDict()
+  # Weight of each group-normalised sub-reward in the advantage (0: off).
+  config.reward.weight_rot = 1.0
+  config.reward.weight_pos = 1.0
+  config.reward.weight_pa_pos = 1.0
+  config.reward.weight_vel = 1.0
+  # Perceptual reward R_vis = exp(ω·s) (0: no critic needed).
+  config.reward.weight_vis = 0.0
+  # ω of exp(−ω·err): rotation L1 (sum of |ΔR| entries), position (m),
+  # Procrustes-aligned position (m), velocity (m/s); and of exp(ω·s).
+  config.reward.omega_rot = 1.0
+  config.reward.omega_pos = 5.0
+  config.reward.omega_pa_pos = 10.0
+  config.reward.omega_vel = 1.0
+  config.reward.omega_vis = 1.0
+  # Local rotation error: "l1" (the paper's) or "geodesic".
+  config.reward.rotation_error = "l1"
+  # ε of the group normalisation (r − mean)/(std + ε).
+  config.reward.eps = 1e-4
+  # Advantages are clipped to [−A_max, A_max].
+  config.reward.advantage_clip = 5.0
+
+  # #### Objective and update (`grpo/objective.py`, `grpo/update.py`) ####
+  config.objective = ml_collections.ConfigDict()
+  # ε of the ratio clip [1 − ε, 1 + ε].
+  config.objective.clip_range = 0.2
+  # β of the exact Gaussian KL to the frozen base policy (0: off).
+  config.objective.kl_beta = 0.0
+  # Steps trained per iteration: 0 = all with σ > 0, else a random subset.
+  config.objective.num_train_steps = 0
+  # Rematerialise each step's network call (memory flat in trained steps).
+  config.objective.remat = True
+  # p of the per-step log-ratio weights (σ_k/σ_rms)^p: 0 = the exact ratio;
+  # 2 removes the 1/σ² amplification of the low-noise steps.
+  config.objective.sigma_power = 0.0
+  # Passes over an iteration's samples.
+  config.objective.num_epochs = 1
+  # Optimiser updates per epoch.
+  config.objective.num_minibatches = 1
+  # Gradient-accumulation chunks per update (memory only).
+  config.objective.num_microbatches = 1
+  # A group whose advantage std is below this is a "zero-advantage" group.
+  config.objective.zero_advantage_threshold = 0.1
+
+  # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
+  config.optimizer = ml_collections.ConfigDict()
+  # Peak learning rate.
+  config.optimizer.learning_rate = 1e-5
+  # Linear warm-up from 0 over this many applied updates.
+  config.optimizer.warmup_steps = 0
+  # Decoupled weight decay (AdamW).
+  config.optimizer.weight_decay = 0.0
+  # Clip the gradient's global norm to this (<= 0: no clipping).
+  config.optimizer.grad_clip_norm = 1.0
+  # Adam moment decay rates and epsilon.
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+
+  # #### Held-out evaluation (validation during training, and the final
+  # base-vs-GRPO table in summary.json) ####
+  config.eval = ml_collections.ConfigDict()
+  # Split of the validation metrics and the final table.
+  config.eval.split = "test"
+  # Global batch size of evaluation windows.
+  config.eval.batch_size = 16
+  # Validation during training uses this many fixed batches.
+  config.eval.val_batches = 1
+  # The final table uses at most this many batches (0: the whole split).
+  config.eval.max_batches = 0
+  # Samples per trajectory (metrics averaged over them).
+  config.eval.num_samples = 1
+
+  # #### Loop, checkpoints, logs (`train/loop.py`); a step is an iteration ####
+  config.train = ml_collections.ConfigDict()
+  # GRPO iterations (a resumed run continues up to this).
+  config.train.num_steps = 2000
+  # Write train metrics (all diagnostics) every this many iterations.
+  config.train.log_every_steps = 1
+  # Held-out validation every this many iterations (0: start and end only).
+  config.train.eval_every_steps = 100
+  # Save a checkpoint every this many iterations (and at the end, SIGTERM).
+  config.train.checkpoint_every_steps = 100
+  # Checkpoints kept (the most recent ones).
+  config.train.keep_checkpoints = 3
+  # Write checkpoints in a background thread.
+  config.train.async_checkpointing = False
+  # Stop after this many non-finite (skipped) iterations in a row.
+  config.train.max_consecutive_nonfinite = 5
+  # Seconds between progress lines (rate, ETA) in the log.
+  config.train.progress_every_seconds = 30.0
+
+  # #### Ablation set (one base checkpoint, one comparison table) ####
+  config.ablation = ml_collections.ConfigDict()
+  # Comma-separated settings to run instead of a single GRPO run, e.g.
+  # "vanilla,noise_only,gaussian_only" (see the module docstring); "" = off.
+  config.ablation.settings = ""
+
+  if variant == "demo":
+    config.bootstrap.enabled = True
+    config.data.build_synthetic_if_missing = True
+    config.data.seq_len = 32
+    config.data.batch_size = 8
+    config.group.group_size = 8
+    # 8 of the 29 stochastic steps per iteration: ~3× cheaper updates.
+    config.objective.num_train_steps = 8
+    config.optimizer.learning_rate = 2e-5
+    config.eval.batch_size = 16
+    config.eval.num_samples = 2
+    config.train.num_steps = 60
+    config.train.eval_every_steps = 20
+    config.train.checkpoint_every_steps = 20
+    config.train.progress_every_seconds = 10.0
+  elif variant == "bvh":
+    config.data.seq_len = 64
+    config.data.batch_size = 16
+    config.eval.split = "val"
+    config.eval.num_samples = 2
+    config.train.num_steps = 500
+    config.train.eval_every_steps = 50
+    config.train.checkpoint_every_steps = 50
+  elif variant == "amass":
+    config.body.model = "smplh"
+    config.data.seq_len = 128
+    config.data.batch_size = 32
+    config.eval.batch_size = 32
+    config.eval.max_batches = 0
   return config

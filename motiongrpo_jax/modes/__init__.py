@@ -12,7 +12,7 @@ _MODES: dict[str, bool] = {
     "pretrain": True,
     "eval": True,
     "critic": True,
-    "grpo": False,
+    "grpo": True,
     "infer": False,
 }
 

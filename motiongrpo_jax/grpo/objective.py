@@ -1,0 +1,239 @@
+"""The GRPO objective: PPO-style clipped ratios over re-scored sampling steps.
+
+For a sampled trajectory x_{t_0} … x_{t_S} with advantage A (per sample) the
+loss re-scores every trained step k with the current parameters through the
+sampler's own step function (`diffusion.sampler.sampler_step`, DDPO's
+pattern, so sampling and training cannot drift):
+  r_k = exp(log π_θ(x_{k+1} | x_k, c) − log π_old(x_{k+1} | x_k, c)),
+  L = −mean_{n,k} min(r·A, clip(r, 1 − ε, 1 + ε)·A) + β·mean_{n,k} KL_k,
+  KL_k = KL(N(μ_θ, σ_k²I) ‖ N(μ_ref, σ_k²I)) = ‖μ_θ − μ_ref‖²/(2σ_k²),
+with the squared norm reduced like the log-probs (sum over the frame and
+state dims of valid frames, or their mean; `SamplerConfig.log_prob_reduction`)
+and μ_ref the frozen base policy's mean. Trained steps are those with σ > 0
+(all of them by default, or a random subset per iteration). Each step's
+network call is rematerialised (`jax.checkpoint`), so the backward pass keeps
+one step's activations at a time: memory is flat in the number of trained
+steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """Options of the clipped objective (hashable: jit-static)."""
+  # ε of the ratio clip [1 − ε, 1 + ε].
+  clip_range: float = 0.2
+  # β of the KL to the frozen base policy (0: no KL, no reference forward).
+  kl_beta: float = 0.0
+  # Steps trained per iteration: 0 = every step with σ > 0, else a random
+  # subset of this many (drawn anew each iteration).
+  num_train_steps: int = 0
+  # Rematerialise each step's network call in the backward pass.
+  remat: bool = True
+  # p in the per-step weight w_k = (σ_k / σ_rms)^p of the log-ratios (σ_rms
+  # over the sampler's steps with σ > 0). 0: the exact ratio (the paper's).
+  # A step's score (x' − μ)ᵀ∇μ/σ² grows like 1/σ while its noise barely
+  # moves the final sample; p = 2 makes every step's term an
+  # advantage-weighted regression of μ onto x' (no 1/σ² amplification).
+  sigma_power: float = 0.0
+
+  def validate(self, num_trainable: int | None = None) -> "ObjectiveConfig":
+    """Raises ValueError naming the option for an impossible value."""
+    if not 0 < self.clip_range < 1:
+      raise ValueError(f"objective.clip_range={self.clip_range}: expected in "
+                       "(0, 1)")
+    if self.sigma_power < 0:
+      raise ValueError(f"objective.sigma_power={self.sigma_power}: expected "
+                       ">= 0")
+    if self.kl_beta < 0:
+      raise ValueError(f"objective.kl_beta={self.kl_beta}: expected >= 0")
+    if self.num_train_steps < 0 or (
+        num_trainable is not None and self.num_train_steps > num_trainable):
+      raise ValueError(
+          f"objective.num_train_steps={self.num_train_steps}: expected 0 (all)"
+          f" or 1..{num_trainable} (the sampler's steps with σ > 0)")
+    return self
+
+
+def trainable_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
+  """(S′,) int32 indices of the sampler steps with σ > 0 (static)."""
+  sigma = np.asarray(sampler_lib.step_constants(config).sigma)
+  return np.nonzero(sigma > 0)[0].astype(np.int32)
+
+
+def step_weights(config: sampler_lib.SamplerConfig,
+                 sigma_power: float) -> np.ndarray:
+  """(S,) float32 log-ratio weights (σ_k / σ_rms)^p; 0 where σ = 0."""
+  sigma = np.asarray(sampler_lib.step_constants(config).sigma, np.float64)
+  positive = sigma > 0
+  rms = np.sqrt(np.mean(np.square(sigma[positive])))
+  weights = np.where(positive, (sigma / rms)**sigma_power, 0.0)
+  return weights.astype(np.float32)
+
+
+def select_steps(key: jax.Array, trainable: np.ndarray,
+                 num_train_steps: int) -> jax.Array:
+  """The steps trained this iteration.
+
+  Args:
+    key: PRNG key (the same on every device).
+    trainable: (S′,) indices from `trainable_steps`.
+    num_train_steps: 0 for all, else the size of a random subset.
+
+  Returns:
+    (K,) int32 step indices, ascending.
+  """
+  if num_train_steps == 0 or num_train_steps == len(trainable):
+    return jnp.asarray(trainable)
+  picked = jax.random.choice(key, jnp.asarray(trainable), (num_train_steps,),
+                             replace=False)
+  return jnp.sort(picked)
+
+
+def gaussian_kl(mean: jax.Array, ref_mean: jax.Array,
+                constants: sampler_lib.StepConstants, mask: jax.Array | None,
+                reduction: str = "sum") -> jax.Array:
+  """KL(N(mean, σ²I) ‖ N(ref_mean, σ²I)) = ‖mean − ref_mean‖²/(2σ²).
+
+  Reduced like `sampler.gaussian_log_prob`: summed over valid frames and state
+  dims, or divided by their number for "mean"; 0 where σ = 0.
+
+  Args:
+    mean: (B, L, d) policy mean μ_θ.
+    ref_mean: (B, L, d) reference mean μ_ref.
+    constants: scalar step constants (uses inv_var = 1/σ²).
+    mask: (B, L) valid frames, or None.
+    reduction: "sum" or "mean".
+
+  Returns:
+    (B,) float32 KL.
+  """
+  batch, seq_len, dim = mean.shape
+  sq = jnp.square(mean.astype(jnp.float32) - ref_mean.astype(jnp.float32))
+  if mask is None:
+    sq_sum = jnp.sum(sq, axis=(1, 2))
+    count = jnp.full((batch,), float(seq_len * dim), jnp.float32)
+  else:
+    m = mask.astype(jnp.float32)
+    sq_sum = jnp.sum(jnp.sum(sq, axis=2) * m, axis=1)
+    count = jnp.sum(m, axis=1) * jnp.float32(dim)
+  kl = 0.5 * sq_sum * constants.inv_var
+  if reduction == "mean":
+    kl = kl / jnp.maximum(count, 1.0)
+  return jnp.where(constants.sigma > 0, kl, 0.0)
+
+
+def rescore_steps(apply_fn: sampler_lib.ApplyFn, params: Any,
+                  ref_params: Any | None, xs: jax.Array,
+                  condition: sampler_lib.Condition, mask: jax.Array | None,
+                  steps: jax.Array, config: sampler_lib.SamplerConfig,
+                  remat: bool = True) -> tuple[jax.Array, jax.Array]:
+  """Log-probs (and KL to the reference) of stored transitions.
+
+  One `lax.scan` over the chosen steps; each step calls
+  `sampler.sampler_step` in re-scoring mode (optionally under
+  `jax.checkpoint`), so with the sampling parameters the log-probs are the
+  rollout's.
+
+  Args:
+    apply_fn: the network.
+    params: parameters to score with (differentiated).
+    ref_params: frozen base parameters for the KL, or None (KL = 0).
+    xs: (B, S+1, L, d) stored trajectories, x_T first.
+    condition: the condition each trajectory was sampled with, (B, L, 7).
+    mask: (B, L) valid frames, or None.
+    steps: (K,) step indices to score.
+    config: the rollout's sampler options.
+    remat: rematerialise each step in the backward pass.
+
+  Returns:
+    log_probs (B, K) and kl (B, K) (zeros without `ref_params`).
+  """
+  consts = sampler_lib.step_constants(config)
+  picked = jax.tree.map(lambda c: c[steps], consts)
+  x_t = jnp.swapaxes(xs[:, steps], 0, 1)  # shape [K, B, L, d]
+  x_next = jnp.swapaxes(xs[:, steps + 1], 0, 1)  # shape [K, B, L, d]
+
+  def step(params, step_consts, x_t, x_next):
+    out = sampler_lib.sampler_step(apply_fn, params, x_t, step_consts,
+                                   condition, x_next=x_next, mask=mask,
+                                   config=config)
+    if ref_params is None:
+      return out.log_prob, jnp.zeros_like(out.log_prob)
+    ref = sampler_lib.sampler_step(apply_fn, ref_params, x_t, step_consts,
+                                   condition, x_next=x_next, mask=mask,
+                                   config=config)
+    kl = gaussian_kl(out.mean, jax.lax.stop_gradient(ref.mean), step_consts,
+                     mask, config.log_prob_reduction)
+    return out.log_prob, kl
+
+  if remat:
+    step = jax.checkpoint(step)
+
+  def body(carry, inputs):
+    return carry, step(params, *inputs)
+
+  _, (log_probs, kls) = jax.lax.scan(body, None, (picked, x_t, x_next))
+  return log_probs.T, kls.T
+
+
+def grpo_loss(log_probs: jax.Array, old_log_probs: jax.Array,
+              advantages: jax.Array, kl: jax.Array | None,
+              config: ObjectiveConfig
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The clipped GRPO objective on re-scored log-probs.
+
+  Steps:
+    1. log-ratio δ = log π_θ − log π_old and ratio r = exp(δ) per sample and
+       trained step;
+    2. surrogates r·A and clip(r, 1 − ε, 1 + ε)·A, A broadcast over steps;
+    3. policy loss −mean(min(r·A, clip(r)·A)) over samples and steps;
+    4. plus β·mean(KL) (exact Gaussian KL to the frozen base policy);
+    5. diagnostics: clip fraction (|r − 1| > ε), approximate KL
+       mean(½δ²) (DDPO's), ratio mean / min / max, mean KL.
+
+  Args:
+    log_probs: (N, K) log π_θ of the trained steps.
+    old_log_probs: (N, K) log π_old recorded when sampling.
+    advantages: (N,) per-sample advantages.
+    kl: (N, K) KL to the reference, or None.
+    config: ε and β.
+
+  Returns:
+    (loss (), stats {name: ()}).
+  """
+  eps = config.clip_range
+  # --- (1) ratio.
+  log_ratio = log_probs - jax.lax.stop_gradient(old_log_probs)  # shape [N, K]
+  ratio = jnp.exp(log_ratio)  # shape [N, K]
+  # --- (2) surrogates.
+  adv = jax.lax.stop_gradient(advantages)[:, None]  # shape [N, 1]
+  unclipped = ratio * adv  # shape [N, K]
+  clipped = jnp.clip(ratio, 1.0 - eps, 1.0 + eps) * adv  # shape [N, K]
+  # --- (3) policy loss.
+  policy_loss = -jnp.mean(jnp.minimum(unclipped, clipped))
+  # --- (4) KL penalty.
+  kl_mean = jnp.zeros((), jnp.float32) if kl is None else jnp.mean(kl)
+  loss = policy_loss + config.kl_beta * kl_mean
+  # --- (5) diagnostics.
+  stats = {
+      "policy_loss": policy_loss,
+      "kl": kl_mean,
+      "clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > eps).astype(
+          jnp.float32)),
+      "approx_kl": 0.5 * jnp.mean(jnp.square(log_ratio)),
+      "ratio_mean": jnp.mean(ratio),
+      "ratio_min": jnp.min(ratio),
+      "ratio_max": jnp.max(ratio),
+  }
+  return loss, jax.tree.map(jax.lax.stop_gradient, stats)

@@ -1,0 +1,274 @@
+"""MotionGRPO's hybrid reward and group-normalised advantages.
+
+Sub-rewards (each per sample, higher is better), against the ground truth
+and the CLEAN head trajectory (never the noisy condition a member saw):
+  * "rot": exp(−ω_rot·e_rot), local rotation error of the 21 body joints.
+    `rotation_error="l1"` (the paper's L1): e = mean over valid frames and
+    joints of Σ_{9 entries} |R̂ − R| over the rotation matrices (a rotation
+    by θ about a coordinate axis gives 2·|sin θ| + 2·(1 − cos θ) ≈ 2θ).
+    `"geodesic"`: e = mean angle of R̂ᵀR, radians.
+  * "pos": exp(−ω_pos·e_pos), global joint position error: mean over valid
+    frames and the 22 joints of ‖p̂ − p‖₂ (metres), the predicted root placed
+    so that the predicted body's CPF sits on the clean CPF pose.
+  * "pa_pos": exp(−ω_pa·e_pa), the same after a per-frame Procrustes
+    (similarity) alignment of the prediction onto the ground truth
+    (`eval.metrics.umeyama`, the standard PA-MPJPE convention).
+  * "vel": exp(−ω_vel·e_vel), joint velocity error: mean over valid frame
+    pairs and joints of ‖v̂ − v‖₂ with v = (p_{t+1} − p_t)·fps (m/s).
+  * "vis": exp(ω_vis·s), s the perceptual critic's score of the sample
+    (optional; weight 0 switches it off and no critic is needed).
+
+Advantages (GRPO), for rewards r of shape (B, G) (B groups of G members):
+  1. per sub-reward k: r̃_k = (r_k − mean_g r_k) / (std_g r_k + ε), with the
+     population std (ddof 0) over the group;
+  2. A = Σ_k w_k·r̃_k over the sub-rewards with w_k ≠ 0;
+  3. A ← clip(A, −A_max, A_max).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from motiongrpo_jax import geometry
+from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.eval import metrics
+from motiongrpo_jax.model import packing
+
+# Sub-rewards in report order.
+REWARD_NAMES: tuple[str, ...] = ("rot", "pos", "pa_pos", "vel", "vis")
+JOINT_REWARD_NAMES: tuple[str, ...] = REWARD_NAMES[:4]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  """Weights and sharpness of the hybrid reward (hashable: jit-static)."""
+  # Weight w_k of each normalised sub-reward in the advantage (0: off).
+  weight_rot: float = 1.0
+  weight_pos: float = 1.0
+  weight_pa_pos: float = 1.0
+  weight_vel: float = 1.0
+  weight_vis: float = 0.0
+  # ω_k in exp(−ω·err) (exp(+ω·s) for "vis"); units 1/err.
+  omega_rot: float = 1.0
+  omega_pos: float = 5.0
+  omega_pa_pos: float = 10.0
+  omega_vel: float = 1.0
+  omega_vis: float = 1.0
+  # Local rotation error: "l1" (rotation matrices) or "geodesic" (radians).
+  rotation_error: Literal["l1", "geodesic"] = "l1"
+  # ε in (r − mean_g)/(std_g + ε).
+  eps: float = 1e-4
+  # A_max: advantages are clipped to [−A_max, A_max].
+  advantage_clip: float = 5.0
+  # Frames per second (velocities).
+  fps: float = 30.0
+
+  def weight(self, name: str) -> float:
+    return getattr(self, f"weight_{name}")
+
+  def omega(self, name: str) -> float:
+    return getattr(self, f"omega_{name}")
+
+  @property
+  def active(self) -> tuple[str, ...]:
+    """Sub-rewards with a non-zero weight, in `REWARD_NAMES` order."""
+    return tuple(n for n in REWARD_NAMES if self.weight(n) != 0)
+
+  def validate(self) -> "RewardConfig":
+    """Raises ValueError naming the option for an impossible value."""
+    if self.rotation_error not in ("l1", "geodesic"):
+      raise ValueError(f"reward.rotation_error={self.rotation_error!r}: "
+                       "expected 'l1' or 'geodesic'")
+    for name in REWARD_NAMES:
+      if self.weight(name) < 0:
+        raise ValueError(f"reward.weight_{name}={self.weight(name)}: expected "
+                         ">= 0")
+      if self.omega(name) < 0:
+        raise ValueError(f"reward.omega_{name}={self.omega(name)}: expected "
+                         ">= 0")
+    if not self.active:
+      raise ValueError("reward: every weight is 0; at least one sub-reward "
+                       "must count")
+    if self.eps <= 0 or self.advantage_clip <= 0 or self.fps <= 0:
+      raise ValueError("reward.eps, reward.advantage_clip and reward.fps must "
+                       f"be > 0, got {self.eps}, {self.advantage_clip}, "
+                       f"{self.fps}")
+    return self
+
+
+class PosedMotion(NamedTuple):
+  """What the rewards compare, per frame.
+
+  Attributes:
+    body_rotmats: (..., L, 21, 3, 3) local body rotations.
+    joints: (..., L, 22, 3) world joint positions (pelvis + 21), metres.
+  """
+  body_rotmats: jax.Array
+  joints: jax.Array
+
+
+def pose_sample(x0: jax.Array, T_world_cpf: jax.Array,
+                body: body_model.BodyModel) -> PosedMotion:
+  """World joints of a sampled packed state, root placed from the CPF.
+
+  The body rotations are projected onto SO(3) (det +1), betas are taken per
+  frame, and the pelvis is placed so that the body's CPF is `T_world_cpf`.
+
+  Args:
+    x0: (..., L, d) packed sample (d 226 or 496).
+    T_world_cpf: (..., L, 7) clean world CPF poses of frames 1..L.
+    body: the body model.
+
+  Returns:
+    The posed motion.
+  """
+  fields = packing.unpack(x0, x0.shape[-1] == packing.DIM_WITH_HANDS)
+  rotmats = geometry.project_to_so3(fields.body_rotmats)
+  quats = geometry.matrix_to_quat(rotmats)
+  T_world_root = body.T_world_root_from_cpf(fields.betas, T_world_cpf, quats)
+  joints = body.forward_kinematics(fields.betas, T_world_root, quats)
+  return PosedMotion(body_rotmats=rotmats, joints=joints[..., 4:])
+
+
+def pose_ground_truth(betas: jax.Array, T_world_root: jax.Array,
+                      body_quats: jax.Array,
+                      body: body_model.BodyModel) -> PosedMotion:
+  """World joints of the ground truth.
+
+  Args:
+    betas: (..., 16) shape of each sequence.
+    T_world_root: (..., L, 7) pelvis poses.
+    body_quats: (..., L, 21, 4) local body rotations.
+    body: the body model.
+
+  Returns:
+    The posed motion.
+  """
+  joints = body.forward_kinematics(betas[..., None, :], T_world_root,
+                                   body_quats)
+  return PosedMotion(body_rotmats=geometry.quat_to_matrix(body_quats),
+                     joints=joints[..., 4:])
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Mean over the last axis of (..., T) where `mask` (0 if none valid)."""
+  if mask is None:
+    return jnp.mean(values, axis=-1)
+  m = jnp.broadcast_to(mask, values.shape).astype(values.dtype)
+  return jnp.sum(values * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
+
+
+def _rotation_error(pred: jax.Array, gt: jax.Array, kind: str) -> jax.Array:
+  """(..., L) mean over joints of the rotation error of (..., L, 21, 3, 3)."""
+  if kind == "l1":
+    err = jnp.sum(jnp.abs(pred - gt), axis=(-1, -2))
+  else:
+    # θ = atan2(sin θ, cos θ) from R̂ᵀR (accurate near 0, unlike arccos).
+    rel = jnp.swapaxes(pred, -1, -2) @ gt
+    cos = (jnp.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
+    axis = jnp.stack([rel[..., 2, 1] - rel[..., 1, 2],
+                      rel[..., 0, 2] - rel[..., 2, 0],
+                      rel[..., 1, 0] - rel[..., 0, 1]], axis=-1)
+    err = jnp.arctan2(0.5 * jnp.linalg.norm(axis, axis=-1), cos)
+  return jnp.mean(err, axis=-1)
+
+
+def _procrustes_aligned(pred: jax.Array, gt: jax.Array) -> jax.Array:
+  """Per frame, `pred (..., J, 3)` moved onto `gt` by a similarity."""
+  scale, rot, trans = metrics.umeyama(pred, gt)
+  return (scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, pred)
+          + trans[..., None, :])
+
+
+def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,
+                 config: RewardConfig) -> dict[str, jax.Array]:
+  """The four joint-level errors per sequence (module docstring).
+
+  Args:
+    pred: posed sample, (..., L, ...) fields.
+    gt: posed ground truth, broadcastable to `pred`.
+    mask: (..., L) valid frames, or None.
+    config: `rotation_error` and `fps`.
+
+  Returns:
+    {"rot", "pos", "pa_pos", "vel"}: (...) errors.
+  """
+  gt_joints = jnp.broadcast_to(gt.joints, pred.joints.shape)
+  rot = _rotation_error(pred.body_rotmats, gt.body_rotmats,
+                        config.rotation_error)
+  pos = jnp.mean(jnp.linalg.norm(pred.joints - gt_joints, axis=-1), axis=-1)
+  aligned = _procrustes_aligned(pred.joints, gt_joints)
+  pa = jnp.mean(jnp.linalg.norm(aligned - gt_joints, axis=-1), axis=-1)
+  dv = jnp.diff(pred.joints - gt_joints, axis=-3) * config.fps
+  vel = jnp.mean(jnp.linalg.norm(dv, axis=-1), axis=-1)
+  pair_mask = None if mask is None else mask[..., 1:] & mask[..., :-1]
+  return {
+      "rot": _masked_mean(rot, mask),
+      "pos": _masked_mean(pos, mask),
+      "pa_pos": _masked_mean(pa, mask),
+      "vel": _masked_mean(vel, pair_mask),
+  }
+
+
+def rewards_from_errors(errors: dict[str, jax.Array],
+                        config: RewardConfig,
+                        critic_scores: jax.Array | None = None,
+                        ) -> dict[str, jax.Array]:
+  """exp(−ω·err) per joint sub-reward, and exp(ω·s) for the critic score.
+
+  Args:
+    errors: from `joint_errors`.
+    config: the ω's and weights.
+    critic_scores: (...) critic scores s, or None. Required when
+      `weight_vis` > 0.
+
+  Returns:
+    {name: (...) reward} for the joint rewards and, with scores, "vis".
+  """
+  out = {n: jnp.exp(-config.omega(n) * errors[n]) for n in JOINT_REWARD_NAMES}
+  if critic_scores is not None:
+    out["vis"] = jnp.exp(config.omega_vis * critic_scores)
+  elif config.weight_vis != 0:
+    raise ValueError("reward.weight_vis > 0 needs critic scores (configure a "
+                     "critic checkpoint or set reward.weight_vis=0)")
+  return out
+
+
+def group_normalise(rewards: jax.Array, eps: float) -> jax.Array:
+  """(r − mean_g r)/(std_g r + ε) over the group axis of (B, G)."""
+  mean = jnp.mean(rewards, axis=-1, keepdims=True)  # shape [B, 1]
+  std = jnp.std(rewards, axis=-1, keepdims=True)  # shape [B, 1]
+  return (rewards - mean) / (std + eps)
+
+
+def advantages(rewards: dict[str, jax.Array], config: RewardConfig
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """GRPO advantages from sub-rewards of shape (B, G).
+
+  Steps (module docstring): (1) normalise each active sub-reward within its
+  group; (2) weighted sum; (3) clip.
+
+  Args:
+    rewards: {name: (B, G)}; must hold every sub-reward with a non-zero
+      weight.
+    config: weights, ε and the clip.
+
+  Returns:
+    (A (B, G), {name: (B, G) normalised sub-reward}).
+  """
+  missing = [n for n in config.active if n not in rewards]
+  if missing:
+    raise ValueError(f"advantages: no values for the weighted sub-rewards "
+                     f"{missing}")
+  # --- (1) per-sub-reward group normalisation.
+  normalised = {n: group_normalise(rewards[n], config.eps)  # shape [B, G]
+                for n in config.active}
+  # --- (2) weighted sum.
+  total = sum(config.weight(n) * normalised[n] for n in config.active)
+  # --- (3) clip.
+  clipped = jnp.clip(total, -config.advantage_clip, config.advantage_clip)
+  return clipped, normalised

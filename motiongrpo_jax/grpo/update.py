@@ -1,0 +1,381 @@
+"""One data-parallel GRPO iteration: sample groups, score them, update.
+
+`make_train_step` builds the jitted `(state, batch) -> (state, metrics)` that
+`train/loop.py` runs; one call is one GRPO iteration on one batch of head
+trajectories:
+  1. rollouts: G per sequence with the current (= old) policy and per-member
+     condition noise (`group_sampler`);
+  2. rewards against the ground truth and the clean trajectory, group-
+     normalised advantages (`rewards`), group diagnostics (`diagnostics`);
+  3. `num_epochs` × `num_minibatches` optimiser updates on the clipped
+     objective (`objective`), each on the gradient accumulated over
+     `num_microbatches` micro-batches in a `lax.scan` (one gradient buffer,
+     no second optimiser state), clipped by global norm and applied by
+     `train.state.apply_gradients` (non-finite updates skipped and counted);
+  4. `state.step` advances by one (one batch consumed).
+
+Data parallelism: the whole iteration runs per device under `jax.shard_map`;
+each device holds whole groups (B / devices sequences × G members), so group
+statistics never cross devices; gradients, losses and metrics are
+`pmean`ed. Every random draw comes from `fold_in(state.rng, state.step)`: the
+per-sequence keys from the sequence's global index (`mesh.example_keys`), the
+trained steps and the minibatch order from the shared key. Minibatch j of an
+epoch holds the examples whose global index is ≡ j (mod num_minibatches), so
+the N-device step equals the 1-device step for the same global batch.
+
+Randomness (iteration key k = fold_in(rng, step)): k_sample, k_steps,
+k_order = split(k, 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.grpo import diagnostics
+from motiongrpo_jax.grpo import group_sampler
+from motiongrpo_jax.grpo import objective
+from motiongrpo_jax.grpo import rewards as rewards_lib
+from motiongrpo_jax.train import mesh as mesh_lib
+from motiongrpo_jax.train import state as state_lib
+
+DATA_AXIS = mesh_lib.DATA_AXIS
+# Batch fields the iteration reads (the pipeline yields more).
+BATCH_FIELDS = ("T_world_cpf", "mask", "betas", "T_world_root", "body_quats")
+
+# score_fn(critic_params, samples (N, L, d), clean condition (N, L, 7) ×2,
+#          mask (N, L)) -> (N,) critic scores s.
+ScoreFn = Callable[[Any, jax.Array, sampler_lib.Condition, jax.Array],
+                   jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateConfig:
+  """Everything static about a GRPO iteration (hashable: jit-static)."""
+  group: group_sampler.GroupConfig = group_sampler.GroupConfig()
+  sampler: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(
+      log_prob_reduction="mean")
+  reward: rewards_lib.RewardConfig = rewards_lib.RewardConfig()
+  objective: objective.ObjectiveConfig = objective.ObjectiveConfig()
+  # Passes over the iteration's samples.
+  num_epochs: int = 1
+  # Optimiser updates per epoch (examples split by global index mod this).
+  num_minibatches: int = 1
+  # Gradient-accumulation chunks per update (memory, not maths).
+  num_microbatches: int = 1
+  # A group whose advantage std is below this counts as "zero-advantage".
+  zero_advantage_threshold: float = 0.1
+
+  def validate(self, local_sequences: int | None = None) -> "UpdateConfig":
+    """Raises ValueError naming the option for an impossible value.
+
+    Args:
+      local_sequences: sequences per device, to check the minibatch split.
+    """
+    self.group.validate()
+    self.sampler.validate()
+    self.reward.validate()
+    self.objective.validate(len(objective.trainable_steps(self.sampler)))
+    for name in ("num_epochs", "num_minibatches", "num_microbatches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"objective.{name}={getattr(self, name)}: expected "
+                         ">= 1")
+    if local_sequences is not None:
+      examples = local_sequences * self.group.group_size
+      chunks = self.num_minibatches * self.num_microbatches
+      if examples % chunks:
+        raise ValueError(
+            f"data.batch_size: {local_sequences} sequences per device × "
+            f"group.group_size {self.group.group_size} = {examples} samples "
+            "do not split into objective.num_minibatches × "
+            f"objective.num_microbatches = {chunks} equal parts")
+    return self
+
+
+class _Examples(NamedTuple):
+  """Flattened per-sample training data, leading axis N = B·G."""
+  xs: jax.Array  # shape [N, S+1, L, d]
+  T_world_cpf: jax.Array  # shape [N, L, 7]
+  T_cpf_tm1_cpf_t: jax.Array  # shape [N, L, 7]
+  mask: jax.Array  # shape [N, L]
+  old_log_probs: jax.Array  # shape [N, K]
+  advantages: jax.Array  # shape [N]
+
+
+def group_inputs(batch: dict[str, jax.Array]) -> group_sampler.GroupInputs:
+  """Head trajectories of a batch of L+1 poses (floor at z = 0)."""
+  Ts = batch["T_world_cpf"]
+  return group_sampler.GroupInputs(
+      Ts_world_cpf=Ts, floor_z=jnp.zeros(Ts.shape[:1], Ts.dtype),
+      mask=batch["mask"])
+
+
+def clean_condition(batch: dict[str, jax.Array]) -> sampler_lib.Condition:
+  """The unperturbed condition of frames 1..L, (B, L, 7) each."""
+  inputs = group_inputs(batch)
+  return sampler_lib.sampler_condition(inputs.Ts_world_cpf, inputs.floor_z)
+
+
+def ground_truth(batch: dict[str, jax.Array],
+                 body: body_model.BodyModel) -> rewards_lib.PosedMotion:
+  """Posed ground truth of frames 1..L, (B, L, …)."""
+  return rewards_lib.pose_ground_truth(
+      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
+      body)
+
+
+def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
+                  body: body_model.BodyModel, config: rewards_lib.RewardConfig,
+                  score_fn: ScoreFn | None, critic_params: Any
+                  ) -> tuple[dict[str, jax.Array], rewards_lib.PosedMotion]:
+  """Sub-rewards of samples against the ground truth and clean trajectory.
+
+  Args:
+    samples: (B, G, L, d) final samples.
+    batch: the batch (L+1 poses).
+    body: the body model.
+    config: reward options.
+    score_fn: the critic, or None.
+    critic_params: its parameters.
+
+  Returns:
+    ({name: (B, G)} raw sub-rewards, posed samples (B, G, L, …)).
+  """
+  num_seq, group = samples.shape[:2]
+  clean = clean_condition(batch)
+  mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+  T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
+                                 samples.shape[:3] + (7,))
+  pred = rewards_lib.pose_sample(samples, T_world_cpf, body)
+  gt = ground_truth(batch, body)
+  gt = rewards_lib.PosedMotion(body_rotmats=gt.body_rotmats[:, None],
+                               joints=gt.joints[:, None])
+  errors = rewards_lib.joint_errors(pred, gt, mask[:, None], config)
+  scores = None
+  if score_fn is not None and config.weight_vis != 0:
+    flat = lambda x: jnp.broadcast_to(  # pylint: disable=unnecessary-lambda-assignment
+        x[:, None], (num_seq, group) + x.shape[1:]).reshape(
+            (num_seq * group,) + x.shape[1:])
+    scores = score_fn(
+        critic_params, samples.reshape((num_seq * group,) + samples.shape[2:]),
+        jax.tree.map(flat, clean), flat(mask)).reshape(num_seq, group)
+  return rewards_lib.rewards_from_errors(errors, config, scores), pred
+
+
+def _varying(tree: Any) -> Any:
+  return jax.lax.pcast(tree, DATA_AXIS, to="varying")
+
+
+def _combine(a: dict[str, jax.Array], b: dict[str, jax.Array]
+             ) -> dict[str, jax.Array]:
+  """Accumulates stats: min/max for *_min/*_max, sums otherwise."""
+  out = {}
+  for k in a:
+    if k.endswith("_min"):
+      out[k] = jnp.minimum(a[k], b[k])
+    elif k.endswith("_max"):
+      out[k] = jnp.maximum(a[k], b[k])
+    else:
+      out[k] = a[k] + b[k]
+  return out
+
+
+def _reduce_devices(stats: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """pmean, or pmin / pmax for *_min / *_max entries."""
+  out = {}
+  for k, v in stats.items():
+    if k.endswith("_min"):
+      out[k] = jax.lax.pmin(v, DATA_AXIS)
+    elif k.endswith("_max"):
+      out[k] = jax.lax.pmax(v, DATA_AXIS)
+    else:
+      out[k] = jax.lax.pmean(v, DATA_AXIS)
+  return out
+
+
+def make_train_step(apply_fn: sampler_lib.ApplyFn,
+                    tx: optax.GradientTransformation,
+                    mesh: jax.sharding.Mesh, config: UpdateConfig,
+                    body: body_model.BodyModel, packed_dim: int,
+                    score_fn: ScoreFn | None = None,
+                    schedule: optax.Schedule | None = None,
+                    ) -> Callable[..., tuple[state_lib.TrainState,
+                                             dict[str, jax.Array]]]:
+  """The jitted GRPO iteration (module docstring).
+
+  Args:
+    apply_fn: the denoiser (`sampler.ApplyFn`).
+    tx: the optimiser the state was created with.
+    mesh: the mesh; batches sharded with `mesh.data_sharded`, the state and
+      the extra parameters replicated.
+    config: static options.
+    body: the body model (rewards).
+    packed_dim: d.
+    score_fn: the perceptual critic, or None (needs reward.weight_vis = 0).
+    schedule: learning-rate schedule, reported as `learning_rate`.
+
+  Returns:
+    step(state, batch, ref_params=None, critic_params=None) -> (state,
+    metrics): `batch` holds L+1 poses per sequence (`BATCH_FIELDS`);
+    `ref_params` is the frozen base policy (needed when kl_beta > 0);
+    `critic_params` the critic's (needed with a critic). The state is
+    donated. Metrics are () float32, replicated: the group diagnostics, the
+    objective's statistics averaged over the inner updates (`_min` / `_max`
+    ones reduced by min / max), the optimiser's, and `first_*` values of the
+    first update, taken before any parameter change (ratio = 1 there, so
+    `first_policy_loss` = −mean(A) and `first_kl` = 0 on iteration 0).
+  """
+  config.validate()
+  if config.reward.weight_vis != 0 and score_fn is None:
+    raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
+                     "(config.critic_checkpoint)")
+  use_kl = config.objective.kl_beta > 0
+  trainable = objective.trainable_steps(config.sampler)
+  weights = objective.step_weights(config.sampler,
+                                   config.objective.sigma_power)
+  group = config.group.group_size
+  num_mb, num_micro = config.num_minibatches, config.num_microbatches
+  num_updates = config.num_epochs * num_mb
+
+  def micro_loss(params, ref_params, steps, ex: _Examples):
+    condition = sampler_lib.Condition(ex.T_world_cpf, ex.T_cpf_tm1_cpf_t)
+    log_probs, kl = objective.rescore_steps(
+        apply_fn, params, ref_params if use_kl else None, ex.xs, condition,
+        ex.mask, steps, config.sampler, remat=config.objective.remat)
+    w = jnp.asarray(weights)[steps]  # shape [K]
+    loss, stats = objective.grpo_loss(w * log_probs, w * ex.old_log_probs,
+                                      ex.advantages, kl if use_kl else None,
+                                      config.objective)
+    stats["log_ratio_abs_max"] = jnp.max(jnp.abs(
+        log_probs - ex.old_log_probs))
+    return loss, stats
+
+  def device_step(state, batch, ref_params, critic_params):
+    num_seq = batch["T_world_cpf"].shape[0]
+    num_ex = num_seq * group
+    key = jax.random.fold_in(state.rng, state.step)
+    k_sample, k_steps, k_order = jax.random.split(key, 3)
+
+    # --- (1) rollouts with the current (old) policy.
+    rollout = group_sampler.sample_groups(
+        apply_fn, state.params, group_inputs(batch),
+        mesh_lib.example_keys(k_sample, num_seq), packed_dim=packed_dim,
+        config=config.group, sampler_config=config.sampler)
+
+    # --- (2) rewards, advantages, group diagnostics.
+    rewards, posed = score_samples(rollout.samples, batch, body,
+                                   config.reward, score_fn, critic_params)
+    advantages, _ = rewards_lib.advantages(rewards, config.reward)
+    metrics = diagnostics.group_diagnostics(
+        rewards, advantages, posed.joints, rollout.mask,
+        config.zero_advantage_threshold)  # per device; pmean'd below
+
+    # --- (3) inner updates.
+    steps = objective.select_steps(k_steps, trainable,
+                                   config.objective.num_train_steps)
+    flat = lambda x: x.reshape((num_ex,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
+    examples = _Examples(
+        xs=flat(rollout.xs),
+        T_world_cpf=flat(rollout.condition.T_world_cpf),
+        T_cpf_tm1_cpf_t=flat(rollout.condition.T_cpf_tm1_cpf_t),
+        mask=jnp.repeat(rollout.mask, group, axis=0),
+        old_log_probs=flat(rollout.log_probs)[:, steps],
+        advantages=flat(advantages))
+    order = jnp.concatenate([
+        jax.random.permutation(jax.random.fold_in(k_order, e), num_mb)
+        for e in range(config.num_epochs)])
+
+    def minibatch(j):
+      """Examples with local (≡ global) index ≡ j mod M, in micro-batches."""
+      def pick(x):
+        x = x.reshape((num_ex // num_mb, num_mb) + x.shape[1:])
+        x = jax.lax.dynamic_index_in_dim(x, j, axis=1, keepdims=False)
+        return x.reshape((num_micro, -1) + x.shape[1:])
+      return jax.tree.map(pick, examples)
+
+    def update(state, j):
+      params = _varying(state.params)
+      grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+      micro = minibatch(j)
+
+      def accumulate(acc, ex):
+        (loss, stats), grads = grad_fn(params, ref_params, steps, ex)
+        if acc is None:
+          return grads, loss, stats
+        return (jax.tree.map(jnp.add, acc[0], grads), acc[1] + loss,
+                _combine(acc[2], stats))
+
+      # Zeros of the accumulator's types (device-varying, like the values).
+      zeros = jax.tree.map(
+          lambda s: _varying(jnp.zeros(s.shape, s.dtype)),
+          jax.eval_shape(accumulate, None,
+                         jax.tree.map(lambda x: x[0], micro)))
+      zeros[2].update({k: jnp.full_like(v, jnp.inf if k.endswith("_min")
+                                        else -jnp.inf)
+                       for k, v in zeros[2].items()
+                       if k.endswith(("_min", "_max"))})
+      (grads, loss, stats), _ = jax.lax.scan(
+          lambda a, ex: (accumulate(a, ex), None), zeros, micro)
+      scale = 1.0 / num_micro
+      grads = jax.tree.map(lambda g: g * scale, grads)
+      stats = {k: v if k.endswith(("_min", "_max")) else v * scale
+               for k, v in stats.items()}
+      grads, loss = jax.lax.pmean((grads, loss * scale), DATA_AXIS)
+      stats = _reduce_devices(stats)
+      new_state, opt_stats = state_lib.apply_gradients(state, grads, loss, tx)
+      return new_state, {"loss": loss, **stats, **opt_stats}
+
+    applied_before = state.step * num_updates - state.nonfinite_steps
+    new_state, per_update = jax.lax.scan(update, state, order)
+    new_state = new_state.replace(step=state.step + 1)
+
+    # --- (4) metrics.
+    metrics = jax.lax.pmean(metrics, DATA_AXIS)
+    for k, v in per_update.items():
+      if k.endswith("_min"):
+        metrics[k] = jnp.min(v)
+      elif k.endswith("_max"):
+        metrics[k] = jnp.max(v)
+      elif k in ("nonfinite_steps", "nonfinite_in_a_row"):
+        metrics[k] = v[-1]
+      elif k == "skipped":
+        metrics[k] = jnp.max(v)
+      else:
+        metrics[k] = jnp.mean(v)
+    # Before any update of this iteration: re-scoring vs. sampling.
+    metrics["first_log_ratio_abs_max"] = per_update["log_ratio_abs_max"][0]
+    metrics["first_kl"] = per_update["kl"][0]
+    metrics["first_policy_loss"] = per_update["policy_loss"][0]
+    metrics["num_trained_steps"] = jnp.float32(steps.shape[0])
+    if schedule is not None:
+      metrics["learning_rate"] = schedule(applied_before)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+    return new_state, metrics
+
+  sharded = jax.shard_map(device_step, mesh=mesh,
+                          in_specs=(P(), P(DATA_AXIS), P(), P()),
+                          out_specs=(P(), P()))
+  jitted = jax.jit(sharded, donate_argnums=(0,))
+
+  def step(state, batch, ref_params=None, critic_params=None):
+    if use_kl and ref_params is None:
+      raise ValueError("grpo: objective.kl_beta > 0 needs ref_params (the "
+                       "frozen base policy)")
+    batch = {k: batch[k] for k in BATCH_FIELDS}
+    num_seq, num_devices = batch["T_world_cpf"].shape[0], mesh.devices.size
+    if num_seq % num_devices:
+      raise ValueError(f"grpo: a batch of {num_seq} sequences does not split "
+                       f"over {num_devices} devices (each holds whole groups)")
+    config.validate(num_seq // num_devices)
+    return jitted(state, batch, ref_params, critic_params)
+
+  step.jitted = jitted  # For compile-count checks.
+  return step

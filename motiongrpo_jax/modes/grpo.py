@@ -1,0 +1,579 @@
+"""The `grpo` mode: GRPO post-training of a base denoiser (MotionGRPO).
+
+    python -m motiongrpo_jax.main --config=configs/grpo.py --workdir=runs/grpo
+
+Steps of `run`:
+  1. Check the config (`validate`): G >= 2, batches divisible by the devices
+     and into minibatches, a valid sampler schedule, a critic when the
+     perceptual reward is on — all before anything is sampled.
+  2. The base policy: `config.init_checkpoint`, or (demo) a base model
+     pretrained first in `WORKDIR/base` with `configs/pretrain.py:demo`.
+     The critic likewise: `config.critic_checkpoint`, or (demo, only when
+     `reward.weight_vis` > 0) one trained in `WORKDIR/critic`. A critic whose
+     config does not match (frame rate) or whose parameters do not load is
+     an error at start-up.
+  3. GRPO (`grpo/update.py`) in the shared loop (`train/loop.py`): one step
+     is one iteration on `data.batch_size` head trajectories × G rollouts;
+     every diagnostic is logged each iteration; held-out rewards and metrics
+     on fixed batches at start, every `eval_every_steps` and at the end;
+     checkpoints and exact resume as in pretraining. The workdir gets the
+     base's `model_config.json`, so it loads as a model like a pretrain
+     workdir (`init_checkpoint` of eval / infer).
+  4. Base vs post-trained on the held-out split (`config.eval`): the table
+     is logged and written to `WORKDIR/summary.json`.
+With `config.ablation.settings`, step 3–4 run once per setting on the same
+base checkpoint (`WORKDIR/ablation/<name>`) and one table compares them
+(`WORKDIR/ablation.json`): final metrics beside the diagnostics averaged over
+the run and those of its first iteration (same base, same batch).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib.util
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from motiongrpo_jax import run_record
+from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.body import smplh
+from motiongrpo_jax.data import pipeline
+from motiongrpo_jax.data import tfds_builder
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.grpo import condition_noise
+from motiongrpo_jax.grpo import diagnostics
+from motiongrpo_jax.grpo import group_sampler
+from motiongrpo_jax.grpo import objective
+from motiongrpo_jax.grpo import rewards as rewards_lib
+from motiongrpo_jax.grpo import update
+from motiongrpo_jax.model import critic as critic_lib
+from motiongrpo_jax.model import params_io
+from motiongrpo_jax.modes import pretrain
+from motiongrpo_jax.train import checkpoints
+from motiongrpo_jax.train import loop
+from motiongrpo_jax.train import mesh as mesh_lib
+from motiongrpo_jax.train import metrics_writer
+from motiongrpo_jax.train import state as state_lib
+
+SUMMARY_FILE = "summary.json"
+ABLATION_FILE = "ablation.json"
+# Overrides of each named ablation setting (configs/grpo.py docstring).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "vanilla": {"condition_noise.kind": "none", "reward.weight_vis": 0.0},
+    "perceptual": {"condition_noise.kind": "none", "reward.weight_vis": 1.0},
+    "full": {"condition_noise.kind": "perlin", "reward.weight_vis": 1.0},
+    "full_gaussian": {"condition_noise.kind": "gaussian",
+                      "reward.weight_vis": 1.0},
+    "noise_only": {"condition_noise.kind": "perlin", "reward.weight_vis": 0.0},
+    "gaussian_only": {"condition_noise.kind": "gaussian",
+                      "reward.weight_vis": 0.0},
+}
+# Metrics of the tables, in order (lower is better unless in _HIGHER).
+TABLE_METRICS = ("mpjpe", "pampjpe", "mpjve", "mpjre", "jitter", "foot_skate",
+                 "reward/hybrid", "reward/rot", "reward/pos", "reward/pa_pos",
+                 "reward/vel", "reward/vis")
+# Train diagnostics in the ablation table.
+DIAGNOSTICS = ("reward/pos_group_std", "reward/rot_group_std",
+               "reward/pa_pos_group_std", "reward/vel_group_std",
+               "zero_advantage_fraction", "diversity_joint_distance",
+               "advantage_group_std", "grad_norm", "clip_fraction",
+               "approx_kl", "ratio_min", "ratio_max")
+# Independent random streams derived from `config.seed`.
+_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM = 0, 1, 2
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------
+# Config → static options, and start-up checks.
+
+
+def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
+  """The `UpdateConfig` of a grpo config."""
+  g, n, r, o = (config.group, config.condition_noise, config.reward,
+                config.objective)
+  return update.UpdateConfig(
+      group=group_sampler.GroupConfig(
+          group_size=g.group_size, shared_initial_noise=g.shared_initial_noise,
+          noise=condition_noise.ConditionNoiseConfig(
+              kind=n.kind, amplitude=n.amplitude,
+              base_frequency=n.base_frequency, octaves=n.octaves,
+              persistence=n.persistence, fps=config.data.fps, axes=n.axes)),
+      sampler=sampler_lib.SamplerConfig(
+          num_steps=g.sampler_steps, update=g.sampler_update,
+          log_prob_reduction=g.log_prob_reduction, return_means=False),
+      reward=rewards_lib.RewardConfig(
+          weight_rot=r.weight_rot, weight_pos=r.weight_pos,
+          weight_pa_pos=r.weight_pa_pos, weight_vel=r.weight_vel,
+          weight_vis=r.weight_vis, omega_rot=r.omega_rot,
+          omega_pos=r.omega_pos, omega_pa_pos=r.omega_pa_pos,
+          omega_vel=r.omega_vel, omega_vis=r.omega_vis,
+          rotation_error=r.rotation_error, eps=r.eps,
+          advantage_clip=r.advantage_clip, fps=config.data.fps),
+      objective=objective.ObjectiveConfig(
+          clip_range=o.clip_range, kl_beta=o.kl_beta,
+          num_train_steps=o.num_train_steps, remat=o.remat,
+          sigma_power=o.sigma_power),
+      num_epochs=o.num_epochs, num_minibatches=o.num_minibatches,
+      num_microbatches=o.num_microbatches,
+      zero_advantage_threshold=o.zero_advantage_threshold)
+
+
+def ablation_settings(config: ml_collections.ConfigDict) -> list[str]:
+  """The named settings of `config.ablation.settings` (validated)."""
+  names = [s.strip() for s in config.ablation.settings.split(",") if s.strip()]
+  unknown = [s for s in names if s not in ABLATIONS]
+  if unknown or len(set(names)) != len(names):
+    raise ValueError(f"config.ablation.settings={config.ablation.settings!r}: "
+                     f"expected distinct names from {sorted(ABLATIONS)}")
+  return names
+
+
+def with_overrides(config: ml_collections.ConfigDict,
+                   overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-path overrides applied."""
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    for path, value in overrides.items():
+      node = out
+      *parents, leaf = path.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  return out
+
+
+def validate(config: ml_collections.ConfigDict,
+             num_devices: int | None = None) -> None:
+  """Fails at start-up, naming the field, on an impossible config."""
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  for name, value in (("data.batch_size", config.data.batch_size),
+                      ("eval.batch_size", config.eval.batch_size)):
+    if value <= 0 or value % num_devices:
+      raise ValueError(f"config.{name}={value} must be a positive multiple of "
+                       f"the number of devices ({num_devices}); each device "
+                       "holds whole groups")
+  try:
+    static = update_config(config)
+    static.sampler.validate()
+    sampler_lib.step_constants(static.sampler)
+  except ValueError as e:
+    raise ValueError(f"config.group (sampler_steps={config.group.sampler_steps}"
+                     f", sampler_update={config.group.sampler_update!r}): {e}"
+                     ) from e
+  try:
+    static.validate(config.data.batch_size // num_devices)
+  except ValueError as e:
+    raise ValueError(f"config.{e}") from e
+  if config.data.seq_len < 4:
+    raise ValueError(f"config.data.seq_len={config.data.seq_len}: expected >= 4"
+                     " (jitter needs 4 frames)")
+  if config.eval.num_samples < 1 or config.eval.val_batches < 1:
+    raise ValueError("config.eval: need num_samples >= 1 and val_batches >= 1")
+  if config.eval.max_batches < 0:
+    raise ValueError(f"config.eval.max_batches={config.eval.max_batches}: "
+                     "expected >= 0")
+  if config.body.model not in ("builtin", "smplh"):
+    raise ValueError(f"config.body.model={config.body.model!r}: expected "
+                     "'builtin' or 'smplh'")
+  if config.body.model == "smplh" and not config.body.smplh_npz:
+    raise ValueError("config.body.model='smplh' needs config.body.smplh_npz")
+  settings = ablation_settings(config)
+  needs_critic = config.reward.weight_vis > 0 or any(
+      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+  if not config.init_checkpoint and not config.bootstrap.enabled:
+    raise ValueError("config.init_checkpoint is empty: name the base denoiser "
+                     "(a pretrain workdir, a model directory or an EgoAllo "
+                     "checkpoint directory), or set config.bootstrap.enabled")
+  if (needs_critic and not config.critic_checkpoint
+      and not config.bootstrap.enabled):
+    raise ValueError("the perceptual reward is on (reward.weight_vis > 0) but "
+                     "config.critic_checkpoint is empty; name a critic workdir "
+                     "or set reward.weight_vis=0")
+  loop.validate_config(config.train)
+
+
+# ----------------------------------------------------------------------------
+# The base policy, the critic and the data.
+
+
+def _config_file(name: str, variant: str) -> ml_collections.ConfigDict:
+  """`configs/<name>.py:get_config(variant)` of this repository."""
+  path = _REPO / "configs" / f"{name}.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: the demo bootstrap needs the "
+                            "repository's configs/ folder")
+  spec = importlib.util.spec_from_file_location(f"_grpo_boot_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def bootstrap_base(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Pretrains the demo base model in WORKDIR/base (resumes if partly done)."""
+  base_dir = str(pathlib.Path(workdir) / "base")
+  pre = _config_file("pretrain", "demo")
+  pre.seed = config.seed
+  pre.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
+  pre.data.synthetic_num_sequences = config.data.synthetic_num_sequences
+  pre.data.synthetic_num_frames = config.data.synthetic_num_frames
+  if config.bootstrap.pretrain_steps:
+    pre.train.num_steps = config.bootstrap.pretrain_steps
+    pre.train.eval_every_steps = min(pre.train.eval_every_steps,
+                                     pre.train.num_steps)
+    pre.train.checkpoint_every_steps = min(pre.train.checkpoint_every_steps,
+                                           pre.train.num_steps)
+  logging.info("grpo demo: pretraining the base model in %s", base_dir)
+  run_record.write(base_dir, pre)
+  pretrain.run(pre, base_dir)
+  return base_dir
+
+
+def bootstrap_critic(config: ml_collections.ConfigDict, workdir: str,
+                     base: str) -> str:
+  """Trains the demo critic in WORKDIR/critic (resumes if partly done)."""
+  from motiongrpo_jax.modes import critic as critic_mode  # pylint: disable=import-outside-toplevel
+  critic_dir = str(pathlib.Path(workdir) / "critic")
+  cfg = _config_file("critic", "demo")
+  cfg.seed = config.seed
+  cfg.base_checkpoint = base
+  cfg.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
+  if config.bootstrap.critic_steps:
+    cfg.train.num_steps = config.bootstrap.critic_steps
+    cfg.train.eval_every_steps = min(cfg.train.eval_every_steps,
+                                     cfg.train.num_steps)
+    cfg.train.checkpoint_every_steps = min(cfg.train.checkpoint_every_steps,
+                                           cfg.train.num_steps)
+  logging.info("grpo demo: training the critic in %s", critic_dir)
+  run_record.write(critic_dir, cfg)
+  critic_mode.run(cfg, critic_dir)
+  return critic_dir
+
+
+def data_dir_of(config: ml_collections.ConfigDict, workdir: str,
+                base: str) -> pathlib.Path:
+  """`data.data_dir`, else the base checkpoint's `data/` when it holds a
+  dataset, else WORKDIR/data (built when so configured)."""
+  if not config.data.data_dir:
+    candidate = pathlib.Path(base) / "data"
+    try:
+      tfds_builder.dataset_dir(candidate)
+      return candidate
+    except FileNotFoundError:
+      pass
+  return pretrain.prepare_data(config, workdir)
+
+
+def make_body(config: ml_collections.ConfigDict) -> body_model.BodyModel:
+  """The body model of `config.body`."""
+  if config.body.model == "smplh":
+    return smplh.load_smplh(config.body.smplh_npz)
+  return body_model.builtin_body()
+
+
+def make_critic(config: ml_collections.ConfigDict, path: str,
+                body: body_model.BodyModel, include_hands: bool
+                ) -> tuple[update.ScoreFn, Any]:
+  """The critic's score function and parameters; errors name the mismatch."""
+  from motiongrpo_jax.modes import critic as critic_mode  # pylint: disable=import-outside-toplevel
+  try:
+    model, params = critic_mode.load_critic(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f"config.critic_checkpoint={path!r}: {e}") from e
+  if model.config.fps != config.data.fps:
+    raise ValueError(
+        f"config.critic_checkpoint={path!r} was trained at "
+        f"{model.config.fps} fps but config.data.fps={config.data.fps}")
+
+  def score_fn(critic_params, samples, condition, mask):
+    motion = critic_lib.motion_from_packed(samples, include_hands)
+    return critic_lib.score(model, critic_params, body, motion,
+                            condition.T_world_cpf, condition.T_cpf_tm1_cpf_t,
+                            mask)
+
+  return score_fn, params
+
+
+def _eval_batches(config, data_dir, mesh, hands: bool, limit: int) -> list[Any]:
+  """Fixed held-out batches (global arrays), at most `limit` (0: all)."""
+  local = mesh_lib.local_batch_size(config.eval.batch_size, mesh,
+                                    "config.eval.batch_size")
+  dataset = pipeline.eval_dataset(
+      data_dir, split=config.eval.split, window_len=config.data.seq_len + 1,
+      batch_size=local, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), hands=hands)
+  batches = []
+  for batch in dataset:
+    if limit and len(batches) == limit:
+      break
+    batches.append(mesh_lib.global_batch(
+        mesh, {k: batch[k] for k in update.BATCH_FIELDS}))
+  if not batches:
+    raise ValueError(f"split {config.eval.split!r} of {data_dir} gave no "
+                     f"windows of {config.data.seq_len + 1} poses")
+  return batches
+
+
+def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
+                   packed_dim: int, score_fn, critic_params):
+  """evaluate(params, batches, key) -> {metric: mean over valid sequences}."""
+  fn = jax.jit(functools.partial(
+      diagnostics.heldout_metrics, apply_fn, body=body, packed_dim=packed_dim,
+      sampler_config=static.sampler, reward_config=static.reward,
+      num_samples=config.eval.num_samples,
+      score_fn=score_fn if static.reward.weight_vis else None))
+
+  def evaluate(params, batches, key):
+    """Means over valid windows; a window too short for a metric (jitter
+    needs 4 valid frames) is left out of that metric only."""
+    totals: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for i, batch in enumerate(batches):
+      values = jax.device_get(fn(params, batch, jax.random.fold_in(key, i),
+                                 critic_params=critic_params))
+      valid = np.asarray(values.pop("valid")) > 0
+      for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        ok = valid & np.isfinite(v)
+        totals[name] = totals.get(name, 0.0) + float(np.sum(v[ok]))
+        counts[name] = counts.get(name, 0.0) + float(np.sum(ok))
+    return {name: totals[name] / counts[name] if counts[name] else math.nan
+            for name in totals}
+
+  return evaluate
+
+
+# ----------------------------------------------------------------------------
+# One GRPO run.
+
+
+def _table(columns: dict[str, dict[str, float]], names) -> str:
+  """A text table: one row per metric, one column per policy/setting."""
+  heads = list(columns)
+  lines = [f"{'metric':<28}" + "".join(f"{h:>14}" for h in heads)]
+  for name in names:
+    if not any(name in c for c in columns.values()):
+      continue
+    cells = "".join(
+        f"{columns[h][name]:>14.5g}" if name in columns[h] else f"{'-':>14}"
+        for h in heads)
+    lines.append(f"{name:<28}{cells}")
+  return "\n".join(lines)
+
+
+def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
+             critic_path: str | None, mesh: jax.sharding.Mesh
+             ) -> dict[str, Any]:
+  """GRPO from `base` in `workdir`, then the base-vs-GRPO table.
+
+  Returns:
+    The summary written to `WORKDIR/summary.json`.
+  """
+  static = update_config(config)
+  body = make_body(config)
+  model, _ = checkpoints.load_denoiser(base)
+  model_config = model.config
+  packed_dim = model_config.packed_dim
+  hands = model_config.include_hands
+  apply_fn = sampler_lib.model_apply_fn(model)
+  _write_model_config(workdir, model_config)
+  score_fn, critic_params = None, None
+  if static.reward.weight_vis > 0:
+    score_fn, critic_params = make_critic(config, critic_path, body, hands)
+    critic_params = mesh_lib.put_replicated(mesh, critic_params)
+  data_dir = data_dir_of(config, workdir, base)
+
+  # Data: windows of L + 1 poses.
+  train_iterator = iter(pipeline.train_dataset(
+      data_dir, split=config.data.train_split, seq_len=config.data.seq_len + 1,
+      batch_size=mesh_lib.local_batch_size(config.data.batch_size, mesh,
+                                           "config.data.batch_size"),
+      seed=config.seed, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), num_workers=config.data.num_workers,
+      hands=hands))
+  val_batches = _eval_batches(config, data_dir, mesh, hands,
+                              config.eval.val_batches)
+
+  # Base parameters (the start, and the KL reference).
+  replicated = mesh_lib.replicated(mesh)
+
+  def abstract_params():
+    x = jnp.zeros((1, 2, packed_dim))
+    pose = jnp.zeros((1, 2, 7)).at[..., 0].set(1.0)
+    return model.init(jax.random.key(0), x, jnp.ones((1,), jnp.int32), pose,
+                      pose)["params"]
+
+  target = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+      jax.eval_shape(abstract_params))
+  base_params = checkpoints.load_params(base, target)
+  ref_params = base_params if static.objective.kl_beta > 0 else None
+
+  tx = state_lib.make_optimizer(config.optimizer)
+  base_key = jax.random.PRNGKey(config.seed)
+  train_key, val_key, eval_key = (jax.random.fold_in(base_key, s) for s in
+                                  (_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM))
+  step = update.make_train_step(apply_fn, tx, mesh, static, body, packed_dim,
+                                score_fn, state_lib.make_schedule(
+                                    config.optimizer))
+
+  def train_step(state, batch):
+    return step(state, batch, ref_params=ref_params,
+                critic_params=critic_params)
+
+  def init_fn():
+    # A copy: the state is donated, the base parameters are kept.
+    return state_lib.create(jax.tree.map(jnp.copy, base_params), tx, train_key)
+
+  def abstract_fn():
+    return state_lib.create(abstract_params(), tx, train_key)
+
+  evaluator = make_evaluator(apply_fn, static, config, body, packed_dim,
+                             score_fn, critic_params)
+
+  def evaluate(state):
+    return evaluator(state.params, val_batches, val_key)
+
+  logging.info("grpo %s: base %s, %d devices, data %s, G=%d, B=%d, noise %s, "
+               "critic %s", config.variant, base, mesh.devices.size, data_dir,
+               static.group.group_size, config.data.batch_size,
+               static.group.noise.kind, critic_path or "none")
+  result = loop.run(config.train, workdir=workdir, mesh=mesh, init_fn=init_fn,
+                    abstract_fn=abstract_fn, train_step=train_step,
+                    train_iterator=train_iterator, evaluate=evaluate)
+  logging.info("grpo %s: %s at iteration %d after %.1f s", config.variant,
+               "preempted" if result.preempted else "finished",
+               int(result.state.step), result.wall_seconds)
+  if result.preempted:
+    return {}
+
+  # Base vs post-trained on the held-out split.
+  t0 = time.monotonic()
+  eval_batches = _eval_batches(config, data_dir, mesh, hands,
+                               config.eval.max_batches)
+  columns = {"base": evaluator(base_params, eval_batches, eval_key),
+             "grpo": evaluator(result.state.params, eval_batches, eval_key)}
+  change = {name: 100.0 * (columns["grpo"][name] - columns["base"][name])
+            / abs(columns["base"][name])
+            for name in columns["base"] if columns["base"][name] != 0}
+  summary = {
+      "variant": config.variant,
+      "base_checkpoint": base,
+      "critic_checkpoint": critic_path or "",
+      "iterations": int(result.state.step),
+      "grpo_wall_seconds": result.wall_seconds,
+      "eval_split": config.eval.split,
+      "eval_windows": len(eval_batches) * config.eval.batch_size,
+      "eval_seconds": time.monotonic() - t0,
+      "base": columns["base"],
+      "grpo": columns["grpo"],
+      "change_percent": change,
+  }
+  table = _table({**columns, "change %": change}, TABLE_METRICS)
+  logging.info("base vs GRPO on %s (%d iterations):\n%s", config.eval.split,
+               summary["iterations"], table)
+  print(f"base vs GRPO on split {config.eval.split!r} after "
+        f"{summary['iterations']} iterations:\n{table}", flush=True)
+  _write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
+  return summary
+
+
+def _write_model_config(workdir: str, model_config) -> None:
+  """`WORKDIR/model_config.json`, so that the workdir loads as a model
+  (`checkpoints.load_denoiser`); an error if it holds another model's."""
+  path = pathlib.Path(workdir) / params_io.CONFIG_FILE
+  if path.exists():
+    if params_io.load_config(workdir) != model_config:
+      raise ValueError(f"{path} describes another model than the base "
+                       "checkpoint's; use a new --workdir")
+    return
+  _write_json(path, model_config.to_dict())
+
+
+def _write_json(path: pathlib.Path, values: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+  tmp.replace(path)
+
+
+def _train_diagnostics(workdir: str) -> tuple[dict[str, float],
+                                              dict[str, float]]:
+  """(mean over iterations, first iteration) of the logged diagnostics."""
+  path = pathlib.Path(workdir) / metrics_writer.METRICS_FILE
+  rows = [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
+  rows = [r for r in rows if r.get("split") == "train"]
+  if not rows:
+    return {}, {}
+  first = min(rows, key=lambda r: r["step"])
+  mean = {n: float(np.mean([r[n] for r in rows if n in r]))
+          for n in DIAGNOSTICS if any(n in r for r in rows)}
+  return mean, {n: float(first[n]) for n in DIAGNOSTICS if n in first}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """GRPO post-training in `workdir` (module docstring).
+
+  Returns:
+    The summary (single run) or the ablation table (with settings).
+  """
+  # --- (1) Config and mesh.
+  mesh = mesh_lib.make_mesh()
+  validate(config, mesh.devices.size)
+  settings = ablation_settings(config)
+  needs_critic = config.reward.weight_vis > 0 or any(
+      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+
+  # --- (2) Base policy and critic.
+  base = config.init_checkpoint or bootstrap_base(config, workdir)
+  critic_path = None
+  if needs_critic:
+    critic_path = config.critic_checkpoint or bootstrap_critic(
+        config, workdir, base)
+    # Fail now, not after the first rollout, on a critic that does not fit.
+    make_critic(config, critic_path, make_body(config), False)
+
+  # --- (3–4) One run, or the ablation set.
+  if not settings:
+    return run_grpo(config, workdir, base, critic_path, mesh)
+  table: dict[str, Any] = {"base_checkpoint": base, "settings": {}}
+  columns, first_columns = {}, {}
+  for name in settings:
+    sub = with_overrides(config, ABLATIONS[name])
+    with sub.unlocked():
+      sub.ablation.settings = ""
+    sub_dir = str(pathlib.Path(workdir) / "ablation" / name)
+    run_record.write(sub_dir, sub)
+    summary = run_grpo(sub, sub_dir, base, critic_path, mesh)
+    if not summary:
+      return table  # Preempted: re-run the same command to continue.
+    mean, first = _train_diagnostics(sub_dir)
+    table["settings"][name] = {"overrides": ABLATIONS[name],
+                               "final": summary["grpo"],
+                               "base": summary["base"],
+                               "diagnostics_mean": mean,
+                               "diagnostics_first_iteration": first,
+                               "iterations": summary["iterations"],
+                               "wall_seconds": summary["grpo_wall_seconds"]}
+    columns[name] = {**summary["grpo"], **mean}
+    first_columns[name] = first
+  text = (_table(columns, TABLE_METRICS + DIAGNOSTICS)
+          + "\n\nfirst iteration (same base, same batch):\n"
+          + _table(first_columns, DIAGNOSTICS))
+  logging.info("ablation:\n%s", text)
+  print(f"ablation on {base}:\n{text}", flush=True)
+  _write_json(pathlib.Path(workdir) / ABLATION_FILE, table)
+  return table

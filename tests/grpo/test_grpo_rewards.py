@@ -1,0 +1,129 @@
+"""Hybrid reward and group advantages against hand-computed values."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import jaxlie
+import numpy as np
+import pytest
+
+from motiongrpo_jax import body as body_lib
+from motiongrpo_jax import geometry
+from motiongrpo_jax.grpo import rewards
+from motiongrpo_jax.model import packing
+
+CONFIG = rewards.RewardConfig()
+
+
+def _motion(seed=0, frames=6):
+  """A random ground-truth motion: betas, root poses, body quats."""
+  rng = np.random.default_rng(seed)
+  betas = rng.normal(0, 0.5, 16).astype(np.float32)
+  quats = jaxlie.SO3.exp(jnp.asarray(rng.normal(0, 0.3, (frames, 21, 3)),
+                                     jnp.float32)).wxyz
+  root_rot = jaxlie.SO3.from_x_radians(jnp.full((frames,), math.pi / 2))
+  root_t = jnp.asarray(np.c_[0.03 * np.arange(frames), np.zeros(frames),
+                             np.full(frames, 0.95)], jnp.float32)
+  T_world_root = jaxlie.SE3.from_rotation_and_translation(root_rot,
+                                                          root_t).wxyz_xyz
+  return jnp.asarray(betas), T_world_root, quats
+
+
+def test_group_normalise_by_hand():
+  r = jnp.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+  out = np.asarray(rewards.group_normalise(r, 1e-4))
+  std = math.sqrt(2.0 / 3.0)
+  np.testing.assert_allclose(out[0], [-1 / (std + 1e-4), 0, 1 / (std + 1e-4)],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(out[1], [0, 0, 0])
+
+
+def test_advantages_weighted_sum_and_clip_by_hand():
+  config = rewards.RewardConfig(weight_rot=2.0, weight_pos=0.5,
+                                weight_pa_pos=0.0, weight_vel=0.0,
+                                eps=1e-4, advantage_clip=2.5)
+  r = {"rot": jnp.array([[0.1, 0.2, 0.3, 0.4]]),
+       "pos": jnp.array([[1.0, 1.0, 1.0, 3.0]]),
+       "pa_pos": jnp.array([[9.0, 0.0, 0.0, 0.0]])}  # weight 0: ignored
+  adv, norm = rewards.advantages(r, config)
+  # rot: mean .25, std √0.0125; pos: mean 1.5, std √0.75.
+  s_rot, s_pos = math.sqrt(0.0125) + 1e-4, math.sqrt(0.75) + 1e-4
+  rot = np.array([-0.15, -0.05, 0.05, 0.15]) / s_rot
+  pos = np.array([-0.5, -0.5, -0.5, 1.5]) / s_pos
+  expected = np.clip(2.0 * rot + 0.5 * pos, -2.5, 2.5)
+  np.testing.assert_allclose(np.asarray(adv)[0], expected, rtol=1e-5)
+  assert set(norm) == {"rot", "pos"}
+  # Raw sums −2.97, −1.18, 0.61, 3.55: the outer two are clipped to ∓2.5.
+  np.testing.assert_allclose(np.asarray(adv)[0, [0, 3]], [-2.5, 2.5])
+  assert float(adv[0, 1]) == pytest.approx(2 * rot[1] + 0.5 * pos[1], rel=1e-5)
+  assert float(adv[0, 1]) == pytest.approx(-1.1832, abs=1e-3)
+
+
+def test_identical_motion_has_zero_error_and_root_from_cpf():
+  """A packed ground truth, rooted from its own CPF, reproduces its joints."""
+  body = body_lib.builtin_body()
+  betas, T_world_root, quats = _motion()
+  gt = rewards.pose_ground_truth(betas, T_world_root, quats, body)
+  T_world_cpf = body.T_world_cpf(betas, T_world_root, quats)
+  x0 = packing.pack(betas[None], geometry.quat_to_matrix(quats),
+                    jnp.zeros((6, 21)))
+  pred = rewards.pose_sample(x0, T_world_cpf, body)
+  np.testing.assert_allclose(pred.joints, gt.joints, atol=2e-5)
+  errors = rewards.joint_errors(pred, gt, None, CONFIG)
+  for name in rewards.JOINT_REWARD_NAMES:
+    assert float(errors[name]) == pytest.approx(0.0, abs=2e-4), name
+  r = rewards.rewards_from_errors(errors, CONFIG)
+  for name in rewards.JOINT_REWARD_NAMES:
+    assert float(r[name]) == pytest.approx(1.0, abs=2e-3), name
+
+
+def test_joint_errors_by_hand():
+  body = body_lib.builtin_body()
+  betas, T_world_root, quats = _motion(frames=5)
+  gt = rewards.pose_ground_truth(betas, T_world_root, quats, body)
+  # Shift every joint by a drift 0.02·t m along x plus 0.1 m: position error
+  # 0.1 + 0.02·t, Procrustes error 0, velocity error 0.02·fps = 0.6 m/s.
+  t = jnp.arange(5, dtype=jnp.float32)[:, None, None]
+  shift = jnp.array([1.0, 0.0, 0.0]) * (0.1 + 0.02 * t)
+  # Rotate joint 3's local rotation by θ about its local z.
+  theta = 0.3
+  rot_z = geometry.quat_to_matrix(jaxlie.SO3.from_z_radians(theta).wxyz)
+  pred_rot = gt.body_rotmats.at[:, 3].set(gt.body_rotmats[:, 3] @ rot_z)
+  pred = rewards.PosedMotion(body_rotmats=pred_rot, joints=gt.joints + shift)
+  mask = jnp.array([True, True, True, True, False])
+  errors = rewards.joint_errors(pred, gt, mask, CONFIG)
+  assert float(errors["pos"]) == pytest.approx(0.1 + 0.02 * 1.5, rel=1e-5)
+  assert float(errors["pa_pos"]) == pytest.approx(0.0, abs=1e-5)
+  assert float(errors["vel"]) == pytest.approx(0.6, rel=1e-4)
+  # L1 of R·Rz(θ) − R is the L1 of R·(Rz − I); by hand for R = I it is
+  # 2·sin θ + 2·(1 − cos θ); for a general R compute Σ|R(Rz − I)| directly.
+  expected_l1 = np.mean(np.abs(np.asarray(pred_rot[:4, 3] - gt.body_rotmats[:4, 3]))
+                        .sum(axis=(-1, -2))) / 21
+  assert float(errors["rot"]) == pytest.approx(expected_l1, rel=1e-5)
+  identity_case = rewards.joint_errors(
+      rewards.PosedMotion(jnp.broadcast_to(rot_z, (1, 21, 3, 3)),
+                          jnp.zeros((1, 22, 3))),
+      rewards.PosedMotion(jnp.broadcast_to(jnp.eye(3), (1, 21, 3, 3)),
+                          jnp.zeros((1, 22, 3))), None, CONFIG)
+  assert float(identity_case["rot"]) == pytest.approx(
+      2 * math.sin(theta) + 2 * (1 - math.cos(theta)), rel=1e-5)
+  geo = rewards.joint_errors(pred, gt, mask, dataclasses.replace(
+      CONFIG, rotation_error="geodesic"))
+  assert float(geo["rot"]) == pytest.approx(theta / 21, rel=1e-3)
+  r = rewards.rewards_from_errors(errors, CONFIG)
+  assert float(r["pos"]) == pytest.approx(math.exp(-5.0 * 0.13), rel=1e-5)
+  assert float(r["vel"]) == pytest.approx(math.exp(-1.0 * 0.6), rel=1e-4)
+
+
+def test_visual_reward_and_missing_critic():
+  errors = {n: jnp.zeros((2,)) for n in rewards.JOINT_REWARD_NAMES}
+  config = dataclasses.replace(CONFIG, weight_vis=1.0, omega_vis=2.0)
+  r = rewards.rewards_from_errors(errors, config, jnp.array([0.5, -1.0]))
+  np.testing.assert_allclose(r["vis"], np.exp([1.0, -2.0]), rtol=1e-6)
+  with pytest.raises(ValueError, match="weight_vis"):
+    rewards.rewards_from_errors(errors, config, None)
+  with pytest.raises(ValueError, match="every weight is 0"):
+    rewards.RewardConfig(weight_rot=0, weight_pos=0, weight_pa_pos=0,
+                         weight_vel=0).validate()

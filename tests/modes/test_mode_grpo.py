@@ -1,0 +1,210 @@
+"""The grpo mode end to end on a tiny config: iterations with every diagnostic
+logged, the base-vs-GRPO summary, exact resume, and start-up errors.
+
+The runs happen in one subprocess with JAX's persistent compilation cache
+(set before JAX starts), so the resumed run reuses the first run's compiled
+programs instead of compiling them again.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from motiongrpo_jax.data import records
+from motiongrpo_jax.data import tfds_builder
+from motiongrpo_jax.model import denoiser as denoiser_lib
+from motiongrpo_jax.model import params_io
+from motiongrpo_jax.modes import grpo as grpo_mode
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _load_config_module():
+  spec = importlib.util.spec_from_file_location(
+      "grpo_config", _REPO / "configs" / "grpo.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+grpo_config = _load_config_module()
+
+
+def _unit(x):
+  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _record(i, split, num_frames=16):
+  """A valid record of random (not physically consistent) values: fast."""
+  rng = np.random.default_rng(i)
+  pose = lambda: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
+      [_unit(rng.normal(size=(num_frames, 4))),
+       rng.normal(size=(num_frames, 3)).astype(np.float32)], axis=-1)
+  quats = rng.normal(size=(num_frames, 21, 4))
+  quats[..., 0] += 3.0
+  return records.SequenceRecord(
+      betas=rng.normal(size=16).astype(np.float32), T_world_root=pose(),
+      body_quats=_unit(quats), hand_quats=None,
+      contacts=(rng.random((num_frames, 21)) > 0.5).astype(np.float32),
+      T_world_cpf=pose(), T_cpf_tm1_cpf_t=pose(),
+      height_from_floor=rng.random((num_frames, 1)).astype(np.float32),
+      joints_wrt_cpf=rng.normal(size=(num_frames, 21, 3)).astype(np.float32),
+      name=f"test/{i}", source="test", split=split)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+  """A tiny base denoiser (model directory) and a dataset beside it."""
+  root = tmp_path_factory.mktemp("base")
+  splits = ["train"] * 3 + ["val", "test"]
+  tfds_builder.build([_record(i, s) for i, s in enumerate(splits)],
+                     root / "data")
+  config = denoiser_lib.DenoiserConfig(
+      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
+      encoder_layers=0, decoder_layers=1, include_hands=False)
+  params = params_io.abstract_params(config)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda s: (0.1 * rng.normal(size=s.shape)).astype(np.float32), params)
+  params_io.save_model(root / "model", config, params)
+  return root
+
+
+def tiny_config(base_dir, **train):
+  config = grpo_config.get_config("demo")
+  config.init_checkpoint = str(base_dir / "model")
+  config.bootstrap.enabled = False
+  config.data.update(data_dir=str(base_dir / "data"),
+                     build_synthetic_if_missing=False, seq_len=6, batch_size=2)
+  config.group.update(group_size=2, sampler_steps=3, sampler_update="ddim")
+  config.objective.update(num_minibatches=2, kl_beta=0.1, num_train_steps=1)
+  config.eval.update(batch_size=2, num_samples=1, val_batches=1,
+                     max_batches=2)
+  config.train.update(num_steps=2, log_every_steps=1, eval_every_steps=0,
+                      checkpoint_every_steps=1, progress_every_seconds=0.0)
+  config.train.update(train)
+  return config
+
+
+# Runs: A = 2 iterations; B = 1 iteration, then the same command with
+# num_steps = 2 (resume). Prints the final parameters' difference.
+_SCRIPT = r"""
+import json, sys, pathlib
+import jax, numpy as np
+sys.path.insert(0, sys.argv[3])
+import test_mode_grpo as t
+from motiongrpo_jax.modes import grpo as grpo_mode
+from motiongrpo_jax.train import checkpoints
+base, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+grpo_mode.run(t.tiny_config(base), str(out / "A"))
+grpo_mode.run(t.tiny_config(base, num_steps=1), str(out / "B"))
+grpo_mode.run(t.tiny_config(base), str(out / "B"))
+params = [checkpoints.load_denoiser(out / r)[1] for r in ("A", "B")]
+diff = max(jax.tree.leaves(jax.tree.map(
+    lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), *params)))
+print("RESULT " + json.dumps({"resume_max_diff": diff}))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(base_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("runs")
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  # XLA options that compile several times faster (the programs are tiny).
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_backend_optimization_level=0"
+                      " --xla_llvm_disable_expensive_passes=true").strip()
+  env["JAX_COMPILATION_CACHE_DIR"] = str(out / "jax_cache")
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+  proc = subprocess.run(
+      [sys.executable, "-c", _SCRIPT, str(base_dir), str(out),
+       str(pathlib.Path(__file__).parent)],
+      env=env, capture_output=True, text=True, timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return out, json.loads(line[len("RESULT "):])
+
+
+def test_end_to_end(runs):
+  out, _ = runs
+  rows = [json.loads(l) for l in
+          (out / "A" / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in rows if r["split"] == "train"]
+  val = [r for r in rows if r["split"] == "val"]
+  assert [r["step"] for r in train] == [1, 2]
+  assert [r["step"] for r in val] == [0, 2]
+  for r in train:
+    for name in ("loss", "reward/rot_mean", "reward/pos_group_std",
+                 "zero_advantage_fraction", "diversity_joint_distance",
+                 "grad_norm", "clip_fraction", "approx_kl", "ratio_min",
+                 "ratio_max", "kl", "first_log_ratio_abs_max"):
+      assert math.isfinite(r[name]), name
+    assert r["first_log_ratio_abs_max"] < 1e-4
+    assert r["skipped"] == 0
+  assert train[0]["first_kl"] < 1e-8 < train[1]["first_kl"]
+  for r in val:
+    assert r["mpjpe"] > 0 and 0 < r["reward/hybrid"] <= 1
+  summary = json.loads((out / "A" / "summary.json").read_text())
+  assert summary["iterations"] == 2
+  assert summary["eval_split"] == "test"
+  for column in ("base", "grpo"):
+    for name in ("mpjpe", "pampjpe", "jitter", "foot_skate", "reward/hybrid",
+                 "reward/rot", "reward/pos", "reward/pa_pos", "reward/vel"):
+      assert math.isfinite(summary[column][name]), (column, name)
+  # The base column is the initial policy: its MPJPE differs from GRPO's.
+  assert summary["base"]["mpjpe"] != summary["grpo"]["mpjpe"]
+  assert (out / "A" / "checkpoints" / "2" / "state").is_dir()
+
+
+def test_resume_is_exact(runs):
+  out, result = runs
+  # B stopped after iteration 1 and resumed (it did not start over: one
+  # train row per iteration), ending with the same parameters as A.
+  rows = [json.loads(l) for l in
+          (out / "B" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
+  assert result["resume_max_diff"] < 1e-6
+
+
+def test_startup_errors(base_dir, tmp_path):
+  config = tiny_config(base_dir)
+  config.group.group_size = 1
+  with pytest.raises(ValueError, match="config.group.group_size=1"):
+    grpo_mode.run(config, str(tmp_path / "g1"))
+  config = tiny_config(base_dir)
+  config.data.batch_size = 3
+  config.objective.num_minibatches = 1
+  config.eval.batch_size = 2
+  with pytest.raises(ValueError, match="data.batch_size=3"):
+    grpo_mode.validate(config, num_devices=2)
+  config = tiny_config(base_dir)
+  config.objective.num_minibatches = 3  # 2 sequences × G 2 = 4 samples
+  with pytest.raises(ValueError, match="config.data.batch_size: .*"
+                     "num_minibatches"):
+    grpo_mode.validate(config, num_devices=1)
+  config = tiny_config(base_dir)
+  config.reward.weight_vis = 1.0
+  with pytest.raises(ValueError, match="critic_checkpoint"):
+    grpo_mode.run(config, str(tmp_path / "nocritic"))
+  # A critic checkpoint that is not a critic workdir.
+  config.critic_checkpoint = str(base_dir / "model")
+  with pytest.raises(ValueError, match="critic_checkpoint"):
+    grpo_mode.run(config, str(tmp_path / "badcritic"))
+  config = tiny_config(base_dir)
+  config.group.sampler_update = "egoallo"
+  config.group.sampler_steps = 3
+  with pytest.raises(ValueError, match="sampler_steps=3"):
+    grpo_mode.run(config, str(tmp_path / "steps"))
+  # Nothing was written by the failed starts.
+  assert not any((tmp_path / d / "checkpoints").exists()
+                 for d in ("g1", "nocritic", "badcritic", "steps"))
