@@ -36,8 +36,12 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
         "imageio>=2.34",
+        # MP4 output of tools/render (an ffmpeg binary in a wheel).
+        "imageio-ffmpeg>=0.5",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+        # nbclient, nbformat, ipykernel: the notebooks run headless in the suite.
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "nbclient>=0.10",
+                 "nbformat>=5.10", "ipykernel>=6.29"],
     },
 )

@@ -1,15 +1,94 @@
-"""Config for the `infer` mode: `--config=configs/infer.py[:variant]`."""
+"""Config for the `infer` mode: `--config=configs/infer.py[:variant]`.
+
+    python -m motiongrpo_jax.main --config=configs/infer.py \\
+        --config.input=path/to/mps_folder \\
+        --config.checkpoint=runs/pretrain_demo --workdir=runs/infer_demo
+
+Variants (the default is `default`):
+  default  EgoAllo's 30-step sampler over the whole recording (windows of
+           128 frames, 32 shared), one sample, a GIF of sample 0.
+  quick    a preview: 10 DDIM steps (η = 1; EgoAllo's update is defined for
+           its 30-step schedule only) and every second frame rendered.
+Both write `WORKDIR/outputs.npz` (EgoAllo's output layout, see
+`motiongrpo_jax/modes/infer.py`) and `WORKDIR/motion.<render>`.
+"""
 
 import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("default", "quick")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-  """Returns the locked-ready config for a variant."""
+  """Returns the config of a variant (locked by main.py)."""
+  if variant not in VARIANTS:
+    raise ValueError(
+        f"configs/infer.py: unknown variant {variant!r}; expected one of "
+        f"{list(VARIANTS)}")
   config = ml_collections.ConfigDict()
   # Which mode main.py runs.
   config.mode = "infer"
   # Experiment variant (recorded for provenance).
   config.variant = variant
-  # Seed of every random stream in the run (data, init, sampling).
+  # Seed of the sampler's noise: sample s uses fold_in(key(seed), s).
   config.seed = 0
+  # The head trajectory (required): an Aria MPS output folder (or its
+  # `slam/` folder), a `closed_loop_trajectory.csv[.gz]`, or an `.npz` with
+  # `T_world_cpf (T, 7)` wxyz_xyz at `fps` (optional `floor_z`,
+  # `timestamps_ns (T,)`).
+  config.input = ""
+  # The denoiser (required): a pretrain or GRPO workdir (its latest
+  # checkpoint), one checkpoint step directory, a model directory
+  # (`model/params_io`) or an imported EgoAllo checkpoint directory.
+  config.checkpoint = ""
+  # Motions sampled for the trajectory (independent draws).
+  config.num_samples = 1
+  # Frame rate of the motion (Aria poses are resampled to it; an npz must
+  # already be at it).
+  config.fps = 30.0
+  # First input pose used (poses before it are dropped).
+  config.start_frame = 0
+  # Most output frames (T; T + 1 input poses are read); 0 = to the end.
+  config.max_frames = 0
+  # Floor height in the input's world frame; None = from the input (the MPS
+  # points, or the npz's `floor_z`; otherwise 1.6 m below the head).
+  config.floor_z = config_dict.placeholder(float)
+  # Aria only: the CPF in the device frame, "gen1_dvt_s" or "gen1_dvt_l".
+  config.aria_device = "gen1_dvt_s"
+  # Body model posing the samples: "" = the built-in skeleton body, or the
+  # path of an SMPL-H `model.npz`.
+  config.body_model = ""
+
+  # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
+  config.sampler = ml_collections.ConfigDict()
+  # Steps of EgoAllo's quadratic schedule.
+  config.sampler.num_steps = 30
+  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
+  config.sampler.update = "egoallo"
+  # DDIM's η (update="ddim" only).
+  config.sampler.eta = 1.0
+  # Longest window the network sees, and frames shared by neighbours: a
+  # recording of any length is sampled at once, stitched from windows.
+  config.sampler.window_size = 128
+  config.sampler.overlap = 32
+  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
+  config.sampler.non_redundant_windows = False
+  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
+  config.sampler.project_body_rotmats = True
+
+  # #### Rendering ####
+  config.render = ml_collections.ConfigDict()
+  # Picture written after sampling: "gif", "mp4", "html" or "none".
+  config.render.kind = "gif"
+  # Sample shown.
+  config.render.sample = 0
+  # Render every `stride`-th frame (GIF/MP4 play at fps / stride).
+  config.render.stride = 1
+  # Frame size in pixels (GIF/MP4).
+  config.render.size = 360
+
+  if variant == "quick":
+    config.sampler.num_steps = 10
+    config.sampler.update = "ddim"
+    config.render.stride = 2
   return config

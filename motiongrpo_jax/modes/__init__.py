@@ -7,25 +7,14 @@ from collections.abc import Callable
 
 import ml_collections
 
-# Every mode the project will have; the value says whether it exists yet.
-_MODES: dict[str, bool] = {
-    "pretrain": True,
-    "eval": True,
-    "critic": True,
-    "grpo": True,
-    "infer": False,
-}
+MODES = ("pretrain", "eval", "critic", "grpo", "infer")
 
 RunFn = Callable[[ml_collections.ConfigDict, str], None]
 
 
 def get(mode: str) -> RunFn:
   """The `run(config, workdir)` function of a mode; a clear error otherwise."""
-  if mode not in _MODES:
+  if mode not in MODES:
     raise ValueError(
-        f"config.mode={mode!r} is not a mode; expected one of {sorted(_MODES)}")
-  if not _MODES[mode]:
-    raise NotImplementedError(
-        f"config.mode={mode!r} is not implemented yet; implemented modes: "
-        f"{sorted(m for m, ready in _MODES.items() if ready) or 'none'}")
+        f"config.mode={mode!r} is not a mode; expected one of {sorted(MODES)}")
   return importlib.import_module(f"motiongrpo_jax.modes.{mode}").run

@@ -1,0 +1,285 @@
+"""Tests for the infer mode: EgoAllo's output layout in the unshifted world
+frame, windowed sampling of a long input, the GIF, Aria input, bad input."""
+
+import importlib.util
+import json
+import pathlib
+import warnings
+
+import imageio.v2 as imageio
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from motiongrpo_jax import body as body_lib
+from motiongrpo_jax.data import aria
+from motiongrpo_jax.diffusion import windows
+from motiongrpo_jax.model import denoiser
+from motiongrpo_jax.model import params_io
+from motiongrpo_jax.modes import infer
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+# 24 input poses -> T = 23 output frames; windows of 8 frames sharing 2, so
+# the sampler stitches 4 windows.
+_POSES, _SAMPLES, _WINDOW, _OVERLAP = 24, 2, 8, 2
+_FLOOR = 0.7
+_T0_NS = 5_000_000_000
+
+
+def _load_config_module():
+  spec = importlib.util.spec_from_file_location(
+      "infer_config", _REPO / "configs" / "infer.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+infer_config = _load_config_module()
+
+
+def _head_poses(num_poses):
+  """(N, 7) CPF poses 1.6 m above the floor, walking and turning left.
+
+  CPF axes in the world when facing +x: x (left) = +y, y (up) = +z,
+  z (forward) = +x; then a yaw of 2° per frame.
+  """
+  facing_x = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  yaw = np.radians(2.0 * np.arange(num_poses))
+  rot = Rotation.from_euler("z", yaw[:, None]) * Rotation.from_matrix(facing_x)
+  xyzw = rot.as_quat()
+  wxyz = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=-1)
+  pos = np.stack([0.03 * np.arange(num_poses), 0.001 * np.arange(num_poses)**2,
+                  np.full(num_poses, _FLOOR + 1.6)], axis=-1)
+  return np.concatenate([wxyz, pos], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def input_npz(tmp_path_factory):
+  path = tmp_path_factory.mktemp("input") / "head.npz"
+  stamps = _T0_NS + np.round(np.arange(_POSES) * 1e9 / 30).astype(np.int64)
+  np.savez(path, T_world_cpf=_head_poses(_POSES), floor_z=_FLOOR,
+           timestamps_ns=stamps)
+  return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  """A tiny denoiser with random params (no `init`: slow to compile)."""
+  config = denoiser.DenoiserConfig(
+      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
+      encoder_layers=1, decoder_layers=1, include_hands=False)
+  leaves, treedef = jax.tree.flatten(params_io.abstract_params(config))
+  rng = np.random.default_rng(0)
+  params = jax.tree.unflatten(treedef, [
+      jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype) for s in leaves])
+  body_out = params["decoders_body_rotmats"]["linear_5"]
+  body_out["bias"] = body_out["bias"] + jnp.tile(3.0 * jnp.eye(3).ravel(), 21)
+  path = tmp_path_factory.mktemp("models") / "tiny"
+  params_io.save_model(path, config, params)
+  return path
+
+
+def _config(input_path, checkpoint, **render):
+  config = infer_config.get_config()
+  config.input = str(input_path)
+  config.checkpoint = str(checkpoint)
+  config.num_samples = _SAMPLES
+  config.sampler.update = "ddim"  # EgoAllo's σ needs more than 2 steps.
+  config.sampler.num_steps = 2
+  config.sampler.window_size = _WINDOW
+  config.sampler.overlap = _OVERLAP
+  config.render.update(kind="gif", size=64, stride=4)
+  config.render.update(render)
+  return config
+
+
+@pytest.fixture(scope="module")
+def first_run(input_npz, model_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("infer")
+  metadata = infer.run(_config(input_npz, model_dir), str(workdir))
+  with np.load(workdir / infer.OUTPUT_FILE) as data:
+    outputs = {k: data[k] for k in data.files}
+  return workdir, metadata, outputs
+
+
+def test_outputs_layout(first_run):
+  workdir, metadata, out = first_run
+  s, t = _SAMPLES, _POSES - 1
+  shapes = {
+      "Ts_world_cpf": (t, 7), "Ts_world_root": (s, t, 7),
+      "body_quats": (s, t, 21, 4), "left_hand_quats": (s, t, 15, 4),
+      "right_hand_quats": (s, t, 15, 4), "contacts": (s, t, 21),
+      "betas": (s, t, 16), "timestamps_ns": (t,),
+      "joints_world": (s, t, 22, 3), "floor_z": (), "fps": (),
+      "metadata": ()}
+  assert {k: v.shape for k, v in out.items()} == shapes
+  assert out["timestamps_ns"].dtype == np.int64
+  for key in shapes:
+    if key not in ("timestamps_ns", "metadata"):
+      assert out[key].dtype == np.float32 and np.all(np.isfinite(out[key])), key
+  # Output frame k is input pose k + 1.
+  expected = _T0_NS + np.round(np.arange(1, _POSES) * 1e9 / 30)
+  np.testing.assert_array_equal(out["timestamps_ns"], expected)
+  stored = json.loads(str(out["metadata"]))
+  assert stored["num_frames"] == t and stored["checkpoint_kind"] == "model"
+  assert stored["floor_source"] == "npz floor_z"
+  assert metadata["render"] == str(workdir / "motion.gif")
+  assert not list(workdir.glob(".*tmp*"))  # The atomic write cleaned up.
+
+
+def test_unshifted_world_frame_and_root_placement(first_run):
+  _, _, out = first_run
+  # The CPF is the input's poses 1..T, in the input's world frame.
+  np.testing.assert_allclose(out["Ts_world_cpf"], _head_poses(_POSES)[1:],
+                             atol=1e-6)
+  assert float(out["floor_z"]) == pytest.approx(_FLOOR)
+  body = body_lib.builtin_body()
+  betas, root, quats = (jnp.asarray(out[k]) for k in
+                        ("betas", "Ts_world_root", "body_quats"))
+  # The posed body's CPF sits on the input CPF (position 1e-4 m; rotation
+  # as |w·w'| within 1e-5 of 1).
+  cpf = np.asarray(body.T_world_cpf(betas, root, quats))
+  np.testing.assert_allclose(cpf[..., 4:],
+                             np.broadcast_to(out["Ts_world_cpf"][:, 4:],
+                                             cpf[..., 4:].shape), atol=1e-4)
+  dots = np.abs(np.sum(cpf[..., :4] * out["Ts_world_cpf"][:, :4], axis=-1))
+  np.testing.assert_allclose(dots, 1.0, atol=1e-5)
+  # The stored joints are those of the stored root, rotations and betas.
+  joints = np.asarray(body.forward_kinematics(betas, root, quats))[..., 4:]
+  np.testing.assert_allclose(out["joints_world"], joints, atol=1e-4)
+  # Unit quaternions; identity hands for a model without hands.
+  np.testing.assert_allclose(np.linalg.norm(out["body_quats"], axis=-1), 1.0,
+                             atol=1e-5)
+  np.testing.assert_array_equal(out["left_hand_quats"][..., 0], 1.0)
+  np.testing.assert_array_equal(out["right_hand_quats"][..., 1:], 0.0)
+  # Different keys, different samples (the tiny random network barely
+  # depends on x_t, hence the small threshold; equal keys give exactly 0).
+  assert np.abs(out["contacts"][0] - out["contacts"][1]).max() > 1e-5
+
+
+def test_long_input_sampled_in_windows(first_run):
+  _, _, out = first_run
+  spans = windows.window_spans(_POSES - 1, _WINDOW, _OVERLAP)
+  assert len(spans) == 4 and spans[-1][1] == _POSES - 1
+  # Every frame, including those only the last windows cover, is posed.
+  assert np.all(np.isfinite(out["joints_world"]))
+  assert np.all(np.std(out["betas"][:, spans[-1][0]:], axis=-1) > 0)
+
+
+def test_gif_written(first_run):
+  workdir, _, _ = first_run
+  frames = imageio.mimread(workdir / "motion.gif")
+  assert len(frames) == 6  # ceil(23 / 4).
+  assert frames[0].shape[:2] == (64, 64)
+
+
+def test_select_frames():
+  poses = _head_poses(20)
+  trajectory = infer.HeadTrajectory(poses, np.arange(20), 0.0, "x", "f.npz")
+  cut = infer.select_frames(trajectory, start_frame=3, max_frames=5)
+  np.testing.assert_array_equal(cut.Ts_world_cpf, poses[3:9])
+  np.testing.assert_array_equal(cut.timestamps_ns, np.arange(3, 9))
+  assert len(infer.select_frames(trajectory, 0, 0).Ts_world_cpf) == 20
+  with pytest.raises(ValueError, match="only 4 remain.*at least 5"):
+    infer.select_frames(trajectory, start_frame=16, max_frames=0)
+
+
+def _truncated_mps(shared_data, tmp_path, rows):
+  source = shared_data / "aria_mps_sample" / "slam" / aria.TRAJECTORY_FILE
+  folder = tmp_path / "mps" / "slam"
+  folder.mkdir(parents=True)
+  with open(source) as f:
+    lines = [next(f) for _ in range(rows + 1)]
+  (folder / aria.TRAJECTORY_FILE).write_text("".join(lines))
+  return folder.parent
+
+
+def test_aria_input(shared_data, tmp_path):
+  # 400 rows of the 1 kHz sample: 0.4 s, 12 poses at 30 fps, no points.
+  folder = _truncated_mps(shared_data, tmp_path, 400)
+  with pytest.warns(UserWarning, match="floor"):
+    trajectory = infer.load_head_trajectory(folder)
+  with pytest.warns(UserWarning):
+    expected = aria.load_mps(folder)
+  np.testing.assert_array_equal(trajectory.Ts_world_cpf, expected.T_world_cpf)
+  assert len(trajectory.Ts_world_cpf) == 12
+  assert trajectory.timestamps_ns[0] == 149_202_610_000
+  np.testing.assert_allclose(np.diff(trajectory.timestamps_ns), 1e9 / 30,
+                             atol=1)
+  assert trajectory.floor_source == "head-height prior"
+  assert trajectory.source.endswith("closed_loop_trajectory.csv")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 100])
+def test_mps_csv_with_too_few_rows(shared_data, tmp_path, rows, model_dir):
+  folder = _truncated_mps(shared_data, tmp_path, rows)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # No points: the floor prior's warning.
+    with pytest.raises(ValueError,
+                       match=r"closed_loop_trajectory.csv: too few rows.*at "
+                       r"least 5 poses"):
+      infer.run(_config(folder, model_dir), str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_critic_checkpoint_rejected(input_npz, tmp_path):
+  critic = tmp_path / "critic_run"
+  (critic / "checkpoints" / "10" / "state").mkdir(parents=True)
+  (critic / "critic_config.json").write_text("{}")
+  for path in (critic, critic / "checkpoints" / "10"):
+    with pytest.raises(ValueError, match="is a critic checkpoint.*needs a "
+                       "denoiser"):
+      infer.run(_config(input_npz, path), str(tmp_path / "w"))
+  with pytest.raises(ValueError, match="is not a checkpoint"):
+    infer.run(_config(input_npz, tmp_path), str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_missing_and_malformed_input(model_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.input=.*nothere"):
+    infer.run(_config(tmp_path / "nothere", model_dir), str(tmp_path / "w"))
+  with pytest.raises(ValueError, match="config.input is empty"):
+    infer.run(_config("", model_dir), str(tmp_path / "w"))
+  with pytest.raises(ValueError, match="config.checkpoint is empty"):
+    infer.run(_config(tmp_path, ""), str(tmp_path / "w"))
+  np.savez(tmp_path / "a.npz", poses=np.zeros((9, 7)))
+  with pytest.raises(ValueError, match="a.npz: no 'T_world_cpf'"):
+    infer.load_head_trajectory(tmp_path / "a.npz")
+  np.savez(tmp_path / "b.npz", T_world_cpf=_head_poses(9),
+           timestamps_ns=np.arange(9) * 10_000_000)
+  with pytest.raises(ValueError, match="10.00 ms apart, expected 33.33 ms"):
+    infer.load_head_trajectory(tmp_path / "b.npz")
+  np.savez(tmp_path / "c.npz", T_world_cpf=_head_poses(3))
+  with pytest.raises(ValueError, match="c.npz: too few rows: 3 pose"):
+    infer.load_head_trajectory(tmp_path / "c.npz")
+  # Without floor_z: 1.6 m under the head (90th percentile of its height).
+  np.savez(tmp_path / "d.npz", T_world_cpf=_head_poses(9))
+  trajectory = infer.load_head_trajectory(tmp_path / "d.npz")
+  assert trajectory.floor_z == pytest.approx(_FLOOR)
+  assert trajectory.floor_source == "head-height prior"
+  np.testing.assert_array_equal(trajectory.timestamps_ns,
+                                np.round(np.arange(9) * 1e9 / 30))
+  (tmp_path / "mps").mkdir()
+  with pytest.raises(aria.AriaError, match="no closed_loop_trajectory.csv"):
+    infer.load_head_trajectory(tmp_path / "mps")
+
+
+def test_config_variants_and_bad_fields(input_npz, model_dir, tmp_path):
+  quick = infer_config.get_config("quick")
+  assert (quick.sampler.num_steps, quick.render.stride) == (10, 2)
+  for variant in infer_config.VARIANTS:
+    config = infer_config.get_config(variant)
+    config.update(input=str(input_npz), checkpoint=str(model_dir))
+    infer.validate(config)  # Every variant is valid once given its paths.
+  with pytest.raises(ValueError, match="unknown variant 'fast'"):
+    infer_config.get_config("fast")
+  for overrides, message in (({"kind": "png"}, "config.render.kind='png'"),
+                             ({"sample": 2}, "config.render.sample=2")):
+    with pytest.raises(ValueError, match=message):
+      infer.validate(_config(input_npz, model_dir, **overrides))
+  config = _config(input_npz, model_dir)
+  config.sampler.overlap = 8
+  with pytest.raises(ValueError, match="config.sampler"):
+    infer.validate(config)
