@@ -1,6 +1,7 @@
 """Entry point: `python -m motiongrpo_jax.main --config=configs/X.py[:variant]`.
 
-Kept short on purpose: flags, config, workdir, then one call into the mode's
+Kept short on purpose: flags, config, joining a multi-process run (if one is
+set up: `train/distributed.py`), workdir, then one call into the mode's
 `run(config, workdir)`. The logic lives in importable modules that a notebook
 can call too.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -17,6 +19,7 @@ from ml_collections import config_flags
 
 from motiongrpo_jax import modes
 from motiongrpo_jax import run_record
+from motiongrpo_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/pretrain.py:demo.",
@@ -26,6 +29,22 @@ _WORKDIR = flags.DEFINE_string(
     "Run directory (checkpoints, logs, resolved config). Default: a new "
     "timestamped folder under ./runs/. Re-running with the same workdir "
     "resumes.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", None, list(distributed.MODES),
+    "Multi-process run: 'auto' (TPU pod, SLURM, Open MPI detect it), "
+    "'explicit' (the three flags below) or 'off'. Default: "
+    f"${distributed.ENV_MODE}, else explicit when a coordinator is given, "
+    "else auto inside a multi-task SLURM / Open MPI job, else off.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    f"host:port of process 0 (default ${distributed.ENV_COORDINATOR}).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None,
+    f"Number of processes (default ${distributed.ENV_NUM_PROCESSES}).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None,
+    f"This process's id, 0 … num_processes − 1 (default "
+    f"${distributed.ENV_PROCESS_ID}).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -34,6 +53,14 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   workdir = _WORKDIR.value
+  # Before anything touches a device.
+  distributed.initialize(distributed.settings(
+      mode=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value))
+  if workdir is None and jax.process_count() > 1:
+    raise app.UsageError("--workdir is required with several processes: "
+                         "all must use the same directory, on storage every "
+                         "process sees")
   if workdir is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = str(pathlib.Path("runs") / f"{config.mode}-{stamp}")

@@ -320,7 +320,8 @@ def load_critic(path: str | pathlib.Path) -> tuple[critic_lib.Critic, Any]:
                             "critic workdir")
   model = critic_lib.Critic(critic_lib.CriticConfig.from_dict(
       json.loads(config_path.read_text())))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # This process's own device (jax.devices()[0] belongs to process 0).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
       jax.eval_shape(lambda: critic_lib.init_params(model, jax.random.key(0))))

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from motiongrpo_jax import run_record
 from motiongrpo_jax.body import model as body_model
@@ -339,8 +340,10 @@ def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
     totals: dict[str, float] = {}
     counts: dict[str, float] = {}
     for i, batch in enumerate(batches):
-      values = jax.device_get(fn(params, batch, jax.random.fold_in(key, i),
-                                 critic_params=critic_params))
+      # Per-sequence values, split over the devices of every process.
+      values = multihost_utils.process_allgather(
+          fn(params, batch, jax.random.fold_in(key, i),
+             critic_params=critic_params), tiled=True)
       valid = np.asarray(values.pop("valid")) > 0
       for name, v in values.items():
         v = np.asarray(v, np.float64)

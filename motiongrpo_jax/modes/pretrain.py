@@ -215,8 +215,11 @@ def _write_model_config(workdir: str, model_config: denoiser_lib.DenoiserConfig)
           "--workdir or the model it was trained with")
     return
   if jax.process_index() == 0:
+    # Written whole (rename), so other processes never read half a file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _val_batches(config, data_dir, mesh, hands: bool) -> list[Any]:

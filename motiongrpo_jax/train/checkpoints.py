@@ -279,7 +279,7 @@ def load_denoiser(path: str | pathlib.Path
       or an EgoAllo checkpoint directory (module docstring).
 
   Returns:
-    (`Denoiser`, params) with params on the default device.
+    (`Denoiser`, params) with params on this process's first device.
   """
   path = pathlib.Path(path).absolute()
   kind = checkpoint_kind(path)
@@ -295,7 +295,8 @@ def load_denoiser(path: str | pathlib.Path
         f"{path} does not say which model it trained")
   config = params_io.load_config(workdir)
   target = params_io.abstract_params(config)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # This process's own device (jax.devices()[0] belongs to process 0).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   return denoiser_lib.Denoiser(config), _params_from_step_dir(step_dir, target)
