@@ -169,8 +169,10 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.objective.num_minibatches = 1
   # Gradient-accumulation chunks per update (memory only).
   config.objective.num_microbatches = 1
-  # A group whose advantage std is below this is a "zero-advantage" group.
-  config.objective.zero_advantage_threshold = 0.1
+  # A group whose raw hybrid reward (Σ w·r / Σ w, in [0, 1]) varies less than
+  # this (std over members) is a "zero-advantage" group: normalisation would
+  # only amplify its noise.
+  config.objective.zero_advantage_threshold = 0.01
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
   config.optimizer = ml_collections.ConfigDict()

@@ -49,18 +49,24 @@ def reward_stats(rewards: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   return out
 
 
-def zero_advantage_fraction(advantages: jax.Array,
+def zero_advantage_fraction(hybrid_rewards: jax.Array,
                             threshold: float) -> jax.Array:
-  """Fraction of groups whose advantage std over members is below threshold.
+  """Fraction of groups whose raw hybrid reward barely varies over members.
+
+  Group normalisation rescales any non-zero spread to unit advantages, so the
+  normalised advantages never vanish; what vanishes when a group's samples
+  collapse is the spread of the raw reward. A group whose raw hybrid reward
+  std is below `threshold` carries (almost) no signal: its advantages are
+  mostly amplified noise.
 
   Args:
-    advantages: (B, G).
+    hybrid_rewards: (B, G) raw hybrid rewards (`rewards.hybrid`).
     threshold: spread below which a group counts as carrying no signal.
 
   Returns:
     () fraction in [0, 1].
   """
-  spread = jnp.std(advantages, axis=-1)  # shape [B]
+  spread = jnp.std(hybrid_rewards, axis=-1)  # shape [B]
   return jnp.mean((spread < threshold).astype(jnp.float32))
 
 
@@ -93,12 +99,14 @@ def pairwise_joint_distance(joints: jax.Array,
 
 def group_diagnostics(rewards: Mapping[str, jax.Array], advantages: jax.Array,
                       joints: jax.Array, mask: jax.Array | None,
+                      reward_config: rewards_lib.RewardConfig,
                       zero_advantage_threshold: float
                       ) -> dict[str, jax.Array]:
   """Every group-level diagnostic of one iteration.
 
   Args:
     rewards: {name: (B, G)} raw sub-rewards.
+    reward_config: the weights of the hybrid reward.
     advantages: (B, G) clipped advantages.
     joints: (B, G, L, J, 3) members' world joints.
     mask: (B, L) valid frames, or None.
@@ -113,8 +121,10 @@ def group_diagnostics(rewards: Mapping[str, jax.Array], advantages: jax.Array,
   out["advantage_mean"] = jnp.mean(advantages)
   out["advantage_abs_mean"] = jnp.mean(jnp.abs(advantages))
   out["advantage_group_std"] = jnp.mean(jnp.std(advantages, axis=-1))
+  hybrid = rewards_lib.hybrid(dict(rewards), reward_config)
+  out["reward/hybrid_group_std"] = jnp.mean(jnp.std(hybrid, axis=-1))
   out["zero_advantage_fraction"] = zero_advantage_fraction(
-      advantages, zero_advantage_threshold)
+      hybrid, zero_advantage_threshold)
   out["diversity_joint_distance"] = jnp.mean(
       pairwise_joint_distance(joints, mask))
   return out
@@ -189,9 +199,7 @@ def heldout_metrics(apply_fn: sampler_lib.ApplyFn, params: Any,
   out = {name: jnp.mean(v, axis=1) for name, v in values.items()}
   for name, r in rewards.items():
     out[f"reward/{name}"] = jnp.mean(r, axis=1)
-  active = [n for n in reward_config.active if n in rewards]
-  total = sum(reward_config.weight(n) * rewards[n] for n in active)
-  out["reward/hybrid"] = jnp.mean(
-      total / sum(reward_config.weight(n) for n in active), axis=1)
+  out["reward/hybrid"] = jnp.mean(rewards_lib.hybrid(rewards, reward_config),
+                                  axis=1)
   out["valid"] = valid.astype(jnp.float32)
   return out

@@ -238,6 +238,14 @@ def rewards_from_errors(errors: dict[str, jax.Array],
   return out
 
 
+def hybrid(rewards: dict[str, jax.Array], config: RewardConfig) -> jax.Array:
+  """The raw hybrid reward Σ_k w_k·r_k / Σ_k w_k over the weighted sub-rewards
+  present in `rewards` (shapes (...) each; the result has the same shape)."""
+  active = [n for n in config.active if n in rewards]
+  total = sum(config.weight(n) * rewards[n] for n in active)
+  return total / sum(config.weight(n) for n in active)
+
+
 def group_normalise(rewards: jax.Array, eps: float) -> jax.Array:
   """(r − mean_g r)/(std_g r + ε) over the group axis of (B, G)."""
   mean = jnp.mean(rewards, axis=-1, keepdims=True)  # shape [B, 1]

@@ -71,8 +71,8 @@ class UpdateConfig:
   num_minibatches: int = 1
   # Gradient-accumulation chunks per update (memory, not maths).
   num_microbatches: int = 1
-  # A group whose advantage std is below this counts as "zero-advantage".
-  zero_advantage_threshold: float = 0.1
+  # A group whose raw hybrid-reward std is below this is "zero-advantage".
+  zero_advantage_threshold: float = 0.01
 
   def validate(self, local_sequences: int | None = None) -> "UpdateConfig":
     """Raises ValueError naming the option for an impossible value.
@@ -275,7 +275,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
                                    config.reward, score_fn, critic_params)
     advantages, _ = rewards_lib.advantages(rewards, config.reward)
     metrics = diagnostics.group_diagnostics(
-        rewards, advantages, posed.joints, rollout.mask,
+        rewards, advantages, posed.joints, rollout.mask, config.reward,
         config.zero_advantage_threshold)  # per device; pmean'd below
 
     # --- (3) inner updates.

@@ -85,8 +85,9 @@ TABLE_METRICS = ("mpjpe", "pampjpe", "mpjve", "mpjre", "jitter", "foot_skate",
                  "reward/hybrid", "reward/rot", "reward/pos", "reward/pa_pos",
                  "reward/vel", "reward/vis")
 # Train diagnostics in the ablation table.
-DIAGNOSTICS = ("reward/pos_group_std", "reward/rot_group_std",
-               "reward/pa_pos_group_std", "reward/vel_group_std",
+DIAGNOSTICS = ("reward/hybrid_group_std", "reward/pos_group_std",
+               "reward/rot_group_std", "reward/pa_pos_group_std",
+               "reward/vel_group_std", "reward/vis_group_std",
                "zero_advantage_fraction", "diversity_joint_distance",
                "advantage_group_std", "grad_norm", "clip_fraction",
                "approx_kl", "ratio_min", "ratio_max")
