@@ -216,6 +216,29 @@ def step_constants(config: SamplerConfig) -> StepConstants:
       sigma=f32(c.sigma), inv_var=f32(inv_var), log_norm=f32(log_norm))
 
 
+def masked_sum(terms: jax.Array, mask: jax.Array | None
+               ) -> tuple[jax.Array, jax.Array]:
+  """Sum of (B, L, d) terms over valid frames and state dims, and the count
+  of the scalars summed: ((B,), (B,)) float32."""
+  batch, seq_len, dim = terms.shape
+  terms = terms.astype(jnp.float32)
+  if mask is None:
+    return (jnp.sum(terms, axis=(1, 2)),
+            jnp.full((batch,), float(seq_len * dim), jnp.float32))
+  m = mask.astype(jnp.float32)
+  return (jnp.sum(jnp.sum(terms, axis=2) * m, axis=1),
+          jnp.sum(m, axis=1) * jnp.float32(dim))
+
+
+def reduce_per_step(value: jax.Array, count: jax.Array,
+                    constants: StepConstants, reduction: str) -> jax.Array:
+  """A summed per-step quantity (B,) as "sum" or "mean" (÷ count); 0 where
+  the step is deterministic (σ = 0)."""
+  if reduction == "mean":
+    value = value / jnp.maximum(count, 1.0)
+  return jnp.where(constants.sigma > 0, value, 0.0)
+
+
 def gaussian_log_prob(x_next: jax.Array, mean: jax.Array,
                       constants: StepConstants, mask: jax.Array | None,
                       reduction: str = "sum") -> jax.Array:
@@ -231,19 +254,10 @@ def gaussian_log_prob(x_next: jax.Array, mean: jax.Array,
   Returns:
     (B,) log-probabilities; 0 where σ = 0.
   """
-  batch, seq_len, dim = x_next.shape
   sq = jnp.square(x_next.astype(jnp.float32) - mean.astype(jnp.float32))
-  if mask is None:
-    sq_sum = jnp.sum(sq, axis=(1, 2))
-    count = jnp.full((batch,), float(seq_len * dim), jnp.float32)
-  else:
-    m = mask.astype(jnp.float32)
-    sq_sum = jnp.sum(jnp.sum(sq, axis=2) * m, axis=1)
-    count = jnp.sum(m, axis=1) * jnp.float32(dim)
+  sq_sum, count = masked_sum(sq, mask)
   log_prob = -0.5 * sq_sum * constants.inv_var - count * constants.log_norm
-  if reduction == "mean":
-    log_prob = log_prob / jnp.maximum(count, 1.0)
-  return jnp.where(constants.sigma > 0, log_prob, 0.0)
+  return reduce_per_step(log_prob, count, constants, reduction)
 
 
 def log_prob_difference(x_next: jax.Array, mean_new: jax.Array,
@@ -268,20 +282,10 @@ def log_prob_difference(x_next: jax.Array, mean_new: jax.Array,
   Returns:
     (B,) float32 differences; 0 where σ = 0.
   """
-  batch, seq_len, dim = x_next.shape
   delta = mean_new - mean_old
-  terms = delta * (2.0 * x_next - mean_new - mean_old)
-  if mask is None:
-    total = jnp.sum(terms, axis=(1, 2))
-    count = jnp.full((batch,), float(seq_len * dim), jnp.float32)
-  else:
-    m = mask.astype(jnp.float32)
-    total = jnp.sum(jnp.sum(terms, axis=2) * m, axis=1)
-    count = jnp.sum(m, axis=1) * jnp.float32(dim)
-  diff = 0.5 * total * constants.inv_var
-  if reduction == "mean":
-    diff = diff / jnp.maximum(count, 1.0)
-  return jnp.where(constants.sigma > 0, diff, 0.0)
+  total, count = masked_sum(delta * (2.0 * x_next - mean_new - mean_old), mask)
+  return reduce_per_step(0.5 * total * constants.inv_var, count, constants,
+                         reduction)
 
 
 def predict_x0(apply_fn: ApplyFn, params: Any, x_t: jax.Array, t: jax.Array,

@@ -118,19 +118,10 @@ def gaussian_kl(mean: jax.Array, ref_mean: jax.Array,
   Returns:
     (B,) float32 KL.
   """
-  batch, seq_len, dim = mean.shape
   sq = jnp.square(mean.astype(jnp.float32) - ref_mean.astype(jnp.float32))
-  if mask is None:
-    sq_sum = jnp.sum(sq, axis=(1, 2))
-    count = jnp.full((batch,), float(seq_len * dim), jnp.float32)
-  else:
-    m = mask.astype(jnp.float32)
-    sq_sum = jnp.sum(jnp.sum(sq, axis=2) * m, axis=1)
-    count = jnp.sum(m, axis=1) * jnp.float32(dim)
-  kl = 0.5 * sq_sum * constants.inv_var
-  if reduction == "mean":
-    kl = kl / jnp.maximum(count, 1.0)
-  return jnp.where(constants.sigma > 0, kl, 0.0)
+  sq_sum, count = sampler_lib.masked_sum(sq, mask)
+  return sampler_lib.reduce_per_step(0.5 * sq_sum * constants.inv_var, count,
+                                     constants, reduction)
 
 
 def rescore_steps(apply_fn: sampler_lib.ApplyFn, params: Any,
