@@ -22,6 +22,8 @@ Variants override only what differs from the defaults below.
 
 import ml_collections
 
+from motiongrpo_jax import config_sections
+
 VARIANTS = ("demo", "bvh", "amass")
 PERTURBATION_KINDS = ("time_shift", "joint_noise", "foot_sliding",
                       "mirrored_limbs", "other_motion")
@@ -29,15 +31,7 @@ PERTURBATION_KINDS = ("time_shift", "joint_noise", "foot_sliding",
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   """Returns the config of a variant (locked by main.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"configs/critic.py: unknown variant {variant!r}; expected one of "
-        f"{list(VARIANTS)}")
-  config = ml_collections.ConfigDict()
-  # Which mode main.py runs.
-  config.mode = "critic"
-  # Experiment variant (recorded for provenance).
-  config.variant = variant
+  config = config_sections.base("critic", variant, VARIANTS)
   # Seed of every random stream in the run (data, init, sampling).
   config.seed = 0
   # The frozen base policy whose samples are the hard negatives: a pretrain
@@ -67,11 +61,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.model.use_rotations = True
 
   # #### Body model the motions are posed with ####
-  config.body = ml_collections.ConfigDict()
-  # "builtin" (the SMPL tree with a built-in shape space) or "smplh".
-  config.body.model = "builtin"
-  # SMPL-H `model.npz` (body.model = "smplh" only).
-  config.body.smplh_npz = ""
+  config.body = config_sections.body()
 
   # #### Data (as configs/pretrain.py) ####
   config.data = ml_collections.ConfigDict()
@@ -150,38 +140,14 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.eval.max_batches = 0
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
-  config.optimizer = ml_collections.ConfigDict()
-  # Peak learning rate.
-  config.optimizer.learning_rate = 1e-4
-  # Linear warm-up from 0 over this many applied updates.
-  config.optimizer.warmup_steps = 1000
-  # Decoupled weight decay (AdamW).
-  config.optimizer.weight_decay = 1e-4
-  # Clip the gradient's global norm to this (<= 0: no clipping).
-  config.optimizer.grad_clip_norm = 1.0
-  # Adam moment decay rates and epsilon.
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-8
+  config.optimizer = config_sections.optimizer(
+      learning_rate=1e-4, warmup_steps=1000, weight_decay=1e-4)
 
   # #### Loop, checkpoints, logs (`train/loop.py`) ####
-  config.train = ml_collections.ConfigDict()
-  # Total train steps (a resumed run continues up to this).
-  config.train.num_steps = 50_000
-  # Write train metrics every this many steps.
-  config.train.log_every_steps = 100
-  # Validation every this many steps (0: only at the start and end).
-  config.train.eval_every_steps = 2000
-  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
-  config.train.checkpoint_every_steps = 2000
-  # Checkpoints kept (the most recent ones).
-  config.train.keep_checkpoints = 3
-  # Write checkpoints in a background thread.
-  config.train.async_checkpointing = False
-  # Stop after this many non-finite (skipped) steps in a row.
-  config.train.max_consecutive_nonfinite = 20
-  # Seconds between progress lines (rate, ETA) in the log.
-  config.train.progress_every_seconds = 30.0
+  config.train = config_sections.train_loop(
+      num_steps=50_000, log_every_steps=100,
+      eval_every_steps=2000, checkpoint_every_steps=2000,
+      max_consecutive_nonfinite=20)
 
   if variant == "demo":
     config.model.d_model = 32

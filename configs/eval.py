@@ -16,20 +16,14 @@ Both sample with EgoAllo's 30-step sampler and write
 
 import ml_collections
 
+from motiongrpo_jax import config_sections
+
 VARIANTS = ("demo", "default")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   """Returns the config of a variant (locked by main.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"configs/eval.py: unknown variant {variant!r}; expected one of "
-        f"{list(VARIANTS)}")
-  config = ml_collections.ConfigDict()
-  # Which mode main.py runs.
-  config.mode = "eval"
-  # Experiment variant (recorded for provenance).
-  config.variant = variant
+  config = config_sections.base("eval", variant, VARIANTS)
   # Seed of every random stream in the run (the sampler's noise).
   config.seed = 0
   # The model to evaluate (required): a training workdir (its latest
@@ -76,20 +70,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.data.synthetic_seed = 0
 
   # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
-  config.sampler = ml_collections.ConfigDict()
-  # Steps of EgoAllo's quadratic schedule.
-  config.sampler.num_steps = 30
-  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
-  config.sampler.update = "egoallo"
-  # DDIM's η (update="ddim" only).
-  config.sampler.eta = 1.0
-  # Longest window the network sees, and frames shared by neighbours.
-  config.sampler.window_size = 128
-  config.sampler.overlap = 32
-  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
-  config.sampler.non_redundant_windows = False
-  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
-  config.sampler.project_body_rotmats = True
+  config.sampler = config_sections.sampler()
 
   if variant == "demo":
     config.data.seq_len = 32

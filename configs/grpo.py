@@ -35,20 +35,14 @@ Variants override only what differs from the defaults below.
 
 import ml_collections
 
+from motiongrpo_jax import config_sections
+
 VARIANTS = ("demo", "bvh", "amass")
 
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   """Returns the config of a variant (locked by main.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"configs/grpo.py: unknown variant {variant!r}; expected one of "
-        f"{list(VARIANTS)}")
-  config = ml_collections.ConfigDict()
-  # Which mode main.py runs.
-  config.mode = "grpo"
-  # Experiment variant (recorded for provenance).
-  config.variant = variant
+  config = config_sections.base("grpo", variant, VARIANTS)
   # Seed of every random stream in the run (data, sampling, minibatches).
   config.seed = 0
   # The base policy GRPO starts from (and the KL reference): a pretrain
@@ -70,11 +64,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.bootstrap.critic_steps = 0
 
   # #### Body model (rewards, metrics) ####
-  config.body = ml_collections.ConfigDict()
-  # "builtin" (the SMPL tree with a built-in shape space) or "smplh".
-  config.body.model = "builtin"
-  # SMPL-H `model.npz` (body.model = "smplh" only).
-  config.body.smplh_npz = ""
+  config.body = config_sections.body()
 
   # #### Data ####
   config.data = ml_collections.ConfigDict()
@@ -175,19 +165,8 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.objective.zero_advantage_threshold = 0.01
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
-  config.optimizer = ml_collections.ConfigDict()
-  # Peak learning rate.
-  config.optimizer.learning_rate = 1e-5
-  # Linear warm-up from 0 over this many applied updates.
-  config.optimizer.warmup_steps = 0
-  # Decoupled weight decay (AdamW).
-  config.optimizer.weight_decay = 0.0
-  # Clip the gradient's global norm to this (<= 0: no clipping).
-  config.optimizer.grad_clip_norm = 1.0
-  # Adam moment decay rates and epsilon.
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-8
+  config.optimizer = config_sections.optimizer(
+      learning_rate=1e-5, warmup_steps=0, weight_decay=0.0)
 
   # #### Held-out evaluation (validation during training, and the final
   # base-vs-GRPO table in summary.json) ####
@@ -204,23 +183,10 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.eval.num_samples = 1
 
   # #### Loop, checkpoints, logs (`train/loop.py`); a step is an iteration ####
-  config.train = ml_collections.ConfigDict()
-  # GRPO iterations (a resumed run continues up to this).
-  config.train.num_steps = 2000
-  # Write train metrics (all diagnostics) every this many iterations.
-  config.train.log_every_steps = 1
-  # Held-out validation every this many iterations (0: start and end only).
-  config.train.eval_every_steps = 100
-  # Save a checkpoint every this many iterations (and at the end, SIGTERM).
-  config.train.checkpoint_every_steps = 100
-  # Checkpoints kept (the most recent ones).
-  config.train.keep_checkpoints = 3
-  # Write checkpoints in a background thread.
-  config.train.async_checkpointing = False
-  # Stop after this many non-finite (skipped) iterations in a row.
-  config.train.max_consecutive_nonfinite = 5
-  # Seconds between progress lines (rate, ETA) in the log.
-  config.train.progress_every_seconds = 30.0
+  config.train = config_sections.train_loop(
+      num_steps=2000, log_every_steps=1,
+      eval_every_steps=100, checkpoint_every_steps=100,
+      max_consecutive_nonfinite=5)
 
   # #### Ablation set (one base checkpoint, one comparison table) ####
   config.ablation = ml_collections.ConfigDict()

@@ -16,20 +16,14 @@ Both write `WORKDIR/outputs.npz` (EgoAllo's output layout, see
 import ml_collections
 from ml_collections import config_dict
 
+from motiongrpo_jax import config_sections
+
 VARIANTS = ("default", "quick")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   """Returns the config of a variant (locked by main.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"configs/infer.py: unknown variant {variant!r}; expected one of "
-        f"{list(VARIANTS)}")
-  config = ml_collections.ConfigDict()
-  # Which mode main.py runs.
-  config.mode = "infer"
-  # Experiment variant (recorded for provenance).
-  config.variant = variant
+  config = config_sections.base("infer", variant, VARIANTS)
   # Seed of the sampler's noise: sample s uses fold_in(key(seed), s).
   config.seed = 0
   # The head trajectory (required): an Aria MPS output folder (or its
@@ -60,21 +54,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.body_model = ""
 
   # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
-  config.sampler = ml_collections.ConfigDict()
-  # Steps of EgoAllo's quadratic schedule.
-  config.sampler.num_steps = 30
-  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
-  config.sampler.update = "egoallo"
-  # DDIM's η (update="ddim" only).
-  config.sampler.eta = 1.0
-  # Longest window the network sees, and frames shared by neighbours: a
-  # recording of any length is sampled at once, stitched from windows.
-  config.sampler.window_size = 128
-  config.sampler.overlap = 32
-  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
-  config.sampler.non_redundant_windows = False
-  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
-  config.sampler.project_body_rotmats = True
+  config.sampler = config_sections.sampler()
 
   # #### Rendering ####
   config.render = ml_collections.ConfigDict()

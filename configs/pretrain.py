@@ -17,20 +17,14 @@ Variants override only what differs from the defaults below (EgoAllo's).
 
 import ml_collections
 
+from motiongrpo_jax import config_sections
+
 VARIANTS = ("demo", "bvh", "amass")
 
 
 def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   """Returns the config of a variant (locked by main.py)."""
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"configs/pretrain.py: unknown variant {variant!r}; expected one of "
-        f"{list(VARIANTS)}")
-  config = ml_collections.ConfigDict()
-  # Which mode main.py runs.
-  config.mode = "pretrain"
-  # Experiment variant (recorded for provenance).
-  config.variant = variant
+  config = config_sections.base("pretrain", variant, VARIANTS)
   # Seed of every random stream in the run (data, init, sampling).
   config.seed = 0
   # Start from these parameters instead of a random init (fine-tuning): a
@@ -100,38 +94,14 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.loss.cond_dropout_prob = 0.0
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
-  config.optimizer = ml_collections.ConfigDict()
-  # Peak learning rate.
-  config.optimizer.learning_rate = 1e-4
-  # Linear warm-up from 0 over this many applied updates.
-  config.optimizer.warmup_steps = 1000
-  # Decoupled weight decay (AdamW).
-  config.optimizer.weight_decay = 1e-4
-  # Clip the gradient's global norm to this (<= 0: no clipping).
-  config.optimizer.grad_clip_norm = 1.0
-  # Adam moment decay rates and epsilon (PyTorch's defaults).
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.eps = 1e-8
+  config.optimizer = config_sections.optimizer(
+      learning_rate=1e-4, warmup_steps=1000, weight_decay=1e-4)
 
   # #### Loop, checkpoints, logs (`train/loop.py`) ####
-  config.train = ml_collections.ConfigDict()
-  # Total train steps (a resumed run continues up to this).
-  config.train.num_steps = 400_000
-  # Write train metrics every this many steps.
-  config.train.log_every_steps = 100
-  # Validation loss every this many steps (0: only at the start and end).
-  config.train.eval_every_steps = 5000
-  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
-  config.train.checkpoint_every_steps = 5000
-  # Checkpoints kept (the most recent ones).
-  config.train.keep_checkpoints = 3
-  # Write checkpoints in a background thread.
-  config.train.async_checkpointing = False
-  # Stop after this many non-finite (skipped) steps in a row.
-  config.train.max_consecutive_nonfinite = 20
-  # Seconds between progress lines (rate, ETA) in the log.
-  config.train.progress_every_seconds = 30.0
+  config.train = config_sections.train_loop(
+      num_steps=400_000, log_every_steps=100,
+      eval_every_steps=5000, checkpoint_every_steps=5000,
+      max_consecutive_nonfinite=20)
 
   if variant == "demo":
     config.model.d_latent = 64

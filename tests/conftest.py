@@ -1,9 +1,24 @@
-"""Shared test fixtures: locations of the shared reference data."""
+"""Shared test fixtures and helpers: locations of the shared reference data,
+config loading, tiny random datasets and denoisers.
 
+The helpers are plain functions, imported by tests as `from conftest import
+…` (pytest puts `tests/` on `sys.path`; a test's subprocess that imports a
+test module must put `tests/` there itself).
+"""
+
+import importlib.util
 import os
 import pathlib
+import types
 
+import jax
+import numpy as np
 import pytest
+
+from motiongrpo_jax.data import records
+from motiongrpo_jax.data import tfds_builder
+from motiongrpo_jax.model import denoiser
+from motiongrpo_jax.model import params_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The shared folder (golden files, example data) sits beside the repository;
@@ -27,3 +42,111 @@ def shared_data() -> pathlib.Path:
   if not (SHARED_DATA / "README.md").exists():
     pytest.skip(f"shared example data not found at {SHARED_DATA}")
   return SHARED_DATA
+
+
+def load_config(name: str) -> types.ModuleType:
+  """The config module `configs/<name>.py`, loaded by path as main.py does.
+
+  Args:
+    name: the config file's name without `.py` (e.g. "grpo").
+
+  Returns:
+    The module (its `get_config(variant)` and `VARIANTS`).
+  """
+  spec = importlib.util.spec_from_file_location(
+      f"{name}_config", REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+  """`x` scaled to unit length along its last axis, float32."""
+  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def random_record(i: int, split: str, num_frames: int, *,
+                  translation_scale: float = 1.0) -> records.SequenceRecord:
+  """A valid record of random (not physically consistent) values: fast.
+
+  Args:
+    i: seed of the values; the record is named `test/<i>`.
+    split: the record's split.
+    num_frames: frames T.
+    translation_scale: scale of the normal draws of the pose translations.
+
+  Returns:
+    The record, without hands.
+  """
+  rng = np.random.default_rng(i)
+  pose = lambda: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
+      [unit(rng.normal(size=(num_frames, 4))),
+       translation_scale * rng.normal(size=(num_frames, 3)).astype(np.float32)],
+      axis=-1)
+  quats = rng.normal(size=(num_frames, 21, 4))
+  quats[..., 0] += 3.0  # Rotations nearer the identity.
+  return records.SequenceRecord(
+      betas=rng.normal(size=16).astype(np.float32), T_world_root=pose(),
+      body_quats=unit(quats), hand_quats=None,
+      contacts=(rng.random((num_frames, 21)) > 0.5).astype(np.float32),
+      T_world_cpf=pose(), T_cpf_tm1_cpf_t=pose(),
+      height_from_floor=rng.random((num_frames, 1)).astype(np.float32),
+      joints_wrt_cpf=rng.normal(size=(num_frames, 21, 3)).astype(np.float32),
+      name=f"test/{i}", source="test", split=split)
+
+
+def save_tiny_denoiser(path: pathlib.Path, *, encoder_layers: int = 1,
+                       param_std: float = 0.1,
+                       rotation_bias: float = 0.0) -> pathlib.Path:
+  """Saves a tiny denoiser with random parameters as a model directory.
+
+  No `init` (slow to compile): every parameter is drawn from N(0, std²)
+  (seed 0, in tree order).
+
+  Args:
+    path: the model directory to write.
+    encoder_layers: blocks over the condition stream (1 decoder block,
+      width 16, 2 heads, no hands).
+    param_std: standard deviation of the parameters.
+    rotation_bias: c added to the body-rotation output bias as c·I per
+      joint: with c = 3 the outputs are near 3·I + noise, whose SO(3)
+      projection is well conditioned (float round-off stays round-off).
+
+  Returns:
+    `path`.
+  """
+  config = denoiser.DenoiserConfig(
+      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
+      encoder_layers=encoder_layers, decoder_layers=1, include_hands=False)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda s: (param_std * rng.normal(size=s.shape)).astype(s.dtype),
+      params_io.abstract_params(config))
+  if rotation_bias:
+    body_out = params["decoders_body_rotmats"]["linear_5"]
+    body_out["bias"] = body_out["bias"] + np.tile(
+        rotation_bias * np.eye(3).ravel(), 21).astype(np.float32)
+  params_io.save_model(path, config, params)
+  return path
+
+
+def save_tiny_base(root: pathlib.Path, *, num_frames: int,
+                   encoder_layers: int) -> pathlib.Path:
+  """A tiny base denoiser (`root/model`) and a dataset beside it (`root/data`).
+
+  The dataset holds `random_record`s: 3 train, 1 val and 1 test sequence.
+
+  Args:
+    root: the directory to fill.
+    num_frames: frames per sequence.
+    encoder_layers: the denoiser's condition-stream blocks.
+
+  Returns:
+    `root`.
+  """
+  splits = ["train"] * 3 + ["val", "test"]
+  tfds_builder.build(
+      [random_record(i, s, num_frames) for i, s in enumerate(splits)],
+      root / "data")
+  save_tiny_denoiser(root / "model", encoder_layers=encoder_layers)
+  return root

@@ -41,6 +41,8 @@ from motiongrpo_jax.model import packing
 # Sub-rewards in report order.
 REWARD_NAMES: tuple[str, ...] = ("rot", "pos", "pa_pos", "vel", "vis")
 JOINT_REWARD_NAMES: tuple[str, ...] = REWARD_NAMES[:4]
+# Joints compared: the pelvis and the 21 body joints (as the eval metrics).
+_JOINTS = metrics.NUM_JOINTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,26 +103,32 @@ class RewardConfig:
 
 
 class PosedMotion(NamedTuple):
-  """What the rewards compare, per frame.
+  """What the rewards (and `modes/eval`'s metrics) compare, per frame.
 
   Attributes:
     body_rotmats: (..., L, 21, 3, 3) local body rotations.
-    joints: (..., L, 22, 3) world joint positions (pelvis + 21), metres.
+    joints: (..., L, 22, 3) world positions of the pelvis and the 21 body
+      joints, metres (an SMPL-H body's hand joints are left out).
+    body_quats: (..., L, 21, 4) the same local rotations `wxyz` (None where
+      not needed).
   """
   body_rotmats: jax.Array
   joints: jax.Array
+  body_quats: jax.Array | None = None
 
 
 def pose_sample(x0: jax.Array, T_world_cpf: jax.Array,
                 body: body_model.BodyModel) -> PosedMotion:
   """World joints of a sampled packed state, root placed from the CPF.
 
-  The body rotations are projected onto SO(3) (det +1), betas are taken per
-  frame, and the pelvis is placed so that the body's CPF is `T_world_cpf`.
+  The body rotations are projected onto SO(3) (det +1; EgoAllo's U·Vᵀ may
+  leave a reflection, which has no quaternion), betas are the sample's own
+  per frame, and the pelvis is placed so that the posed body's CPF is
+  `T_world_cpf` (EgoAllo's evaluation protocol).
 
   Args:
     x0: (..., L, d) packed sample (d 226 or 496).
-    T_world_cpf: (..., L, 7) clean world CPF poses of frames 1..L.
+    T_world_cpf: (..., L, 7) clean (input) world CPF poses of frames 1..L.
     body: the body model.
 
   Returns:
@@ -131,7 +139,8 @@ def pose_sample(x0: jax.Array, T_world_cpf: jax.Array,
   quats = geometry.matrix_to_quat(rotmats)
   T_world_root = body.T_world_root_from_cpf(fields.betas, T_world_cpf, quats)
   joints = body.forward_kinematics(fields.betas, T_world_root, quats)
-  return PosedMotion(body_rotmats=rotmats, joints=joints[..., 4:])
+  return PosedMotion(body_rotmats=rotmats, joints=joints[..., :_JOINTS, 4:],
+                     body_quats=quats)
 
 
 def pose_ground_truth(betas: jax.Array, T_world_root: jax.Array,
@@ -151,7 +160,7 @@ def pose_ground_truth(betas: jax.Array, T_world_root: jax.Array,
   joints = body.forward_kinematics(betas[..., None, :], T_world_root,
                                    body_quats)
   return PosedMotion(body_rotmats=geometry.quat_to_matrix(body_quats),
-                     joints=joints[..., 4:])
+                     joints=joints[..., :_JOINTS, 4:], body_quats=body_quats)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:

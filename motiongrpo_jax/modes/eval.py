@@ -11,11 +11,12 @@ EgoAllo's protocol:
      30-step schedule and window stitching) draws `config.num_samples`
      packed motions of L frames from the head trajectory; the network sees
      the poses with z relative to the floor.
-  3. Each sample is posed (`pose_prediction`): body rotations onto SO(3),
-     the predicted per-frame betas, and the pelvis placed so that the
-     predicted body's CPF sits on the INPUT CPF pose of its frame (frames
-     1..L of the window). The ground truth is posed from the dataset's
-     pelvis, rotations and betas with the same body model.
+  3. Each sample is posed as the GRPO reward poses it
+     (`grpo/rewards.pose_sample`): body rotations onto SO(3), the predicted
+     per-frame betas, and the pelvis placed so that the predicted body's CPF
+     sits on the INPUT CPF pose of its frame (frames 1..L of the window).
+     The ground truth is posed from the dataset's pelvis, rotations and
+     betas with the same body model (`grpo/rewards.pose_ground_truth`).
   4. `eval/metrics.compute_all` scores every sample against the ground
      truth of frames 1..L (heights relative to the floor), and
      `metrics.summarize` gives the mean and standard error over all
@@ -43,7 +44,7 @@ import functools
 import json
 import pathlib
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,13 +54,12 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from motiongrpo_jax import body as body_lib
-from motiongrpo_jax import geometry
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import metrics as metrics_lib
+from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
-from motiongrpo_jax.model import packing
 from motiongrpo_jax.modes import pretrain
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
@@ -73,17 +73,6 @@ _FIELDS = ("betas", "T_world_root", "body_quats", "T_world_cpf",
 MIN_FRAMES = 4
 _SAMPLER_FIELDS = ("num_steps", "update", "eta", "window_size", "overlap",
                    "non_redundant_windows", "project_body_rotmats")
-
-
-class PosedBody(NamedTuple):
-  """A posed body, per frame.
-
-  Attributes:
-    joints: (..., L, 22, 3) world positions of the pelvis + 21 body joints.
-    body_quats: (..., L, 21, 4) local body rotations `wxyz`.
-  """
-  joints: jax.Array
-  body_quats: jax.Array
 
 
 # --------------------------------------------------------------------------
@@ -180,50 +169,6 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Pat
 # Posing and scoring (pure, jit-friendly).
 
 
-def pose_prediction(x0: jax.Array, T_world_cpf: jax.Array,
-                    body: body_lib.BodyModel) -> PosedBody:
-  """World joints of packed samples, the pelvis placed from the input CPF.
-
-  The body 3×3 blocks are projected onto SO(3) (det +1; EgoAllo's U·Vᵀ may
-  leave a reflection, which has no quaternion), the betas are the sample's
-  own per frame, and the pelvis pose is the one that puts the posed body's
-  CPF at `T_world_cpf` (EgoAllo's evaluation protocol).
-
-  Args:
-    x0: (..., L, d) packed samples (d 226 or 496).
-    T_world_cpf: (..., L, 7) input CPF poses of the same frames.
-    body: the body model.
-
-  Returns:
-    The posed samples (joints 0..21 only for bodies with hands).
-  """
-  fields = packing.unpack(x0, x0.shape[-1] == packing.DIM_WITH_HANDS)
-  quats = geometry.matrix_to_quat(geometry.project_to_so3(fields.body_rotmats))
-  T_world_root = body.T_world_root_from_cpf(fields.betas, T_world_cpf, quats)
-  joints = body.forward_kinematics(fields.betas, T_world_root, quats)
-  return PosedBody(joints=joints[..., :metrics_lib.NUM_JOINTS, 4:],
-                   body_quats=quats)
-
-
-def pose_ground_truth(betas: jax.Array, T_world_root: jax.Array,
-                      body_quats: jax.Array,
-                      body: body_lib.BodyModel) -> PosedBody:
-  """World joints of the ground truth.
-
-  Args:
-    betas: (..., 16) shape of each sequence.
-    T_world_root: (..., L, 7) pelvis poses.
-    body_quats: (..., L, 21, 4) local body rotations.
-    body: the body model.
-
-  Returns:
-    The posed ground truth.
-  """
-  joints = body.forward_kinematics(betas[..., None, :], T_world_root, body_quats)
-  return PosedBody(joints=joints[..., :metrics_lib.NUM_JOINTS, 4:],
-                   body_quats=body_quats)
-
-
 def _floor_z(batch: dict[str, jax.Array]) -> jax.Array:
   """(B,) floor height: CPF z minus its height above the floor, first pose."""
   return batch["T_world_cpf"][:, 0, 6] - batch["height_from_floor"][:, 0, 0]
@@ -253,9 +198,10 @@ def score_samples(x0: jax.Array, batch: dict[str, jax.Array],
   """
   num_samples = x0.shape[1]
   floor_z = _floor_z(batch)
-  pred = pose_prediction(x0, batch["T_world_cpf"][:, None, 1:], body)
-  gt = pose_ground_truth(batch["betas"], batch["T_world_root"][:, 1:],
-                         batch["body_quats"][:, 1:], body)
+  pred = rewards_lib.pose_sample(x0, batch["T_world_cpf"][:, None, 1:], body)
+  gt = rewards_lib.pose_ground_truth(
+      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
+      body)
   down = jnp.stack([jnp.zeros_like(floor_z), jnp.zeros_like(floor_z),
                     floor_z], axis=-1)  # (B, 3)
   pred_joints = pred.joints - down[:, None, None, None, :]

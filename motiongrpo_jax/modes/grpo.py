@@ -221,6 +221,15 @@ def _config_file(name: str, variant: str) -> ml_collections.ConfigDict:
   return module.get_config(variant)
 
 
+def _shorten(train: ml_collections.ConfigDict, num_steps: int) -> None:
+  """Sets a bootstrap run's train steps (0: keep its config's), validating and
+  checkpointing at least at the end."""
+  if num_steps:
+    train.num_steps = num_steps
+    train.eval_every_steps = min(train.eval_every_steps, num_steps)
+    train.checkpoint_every_steps = min(train.checkpoint_every_steps, num_steps)
+
+
 def bootstrap_base(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Pretrains the demo base model in WORKDIR/base (resumes if partly done)."""
   base_dir = str(pathlib.Path(workdir) / "base")
@@ -229,12 +238,7 @@ def bootstrap_base(config: ml_collections.ConfigDict, workdir: str) -> str:
   pre.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
   pre.data.synthetic_num_sequences = config.data.synthetic_num_sequences
   pre.data.synthetic_num_frames = config.data.synthetic_num_frames
-  if config.bootstrap.pretrain_steps:
-    pre.train.num_steps = config.bootstrap.pretrain_steps
-    pre.train.eval_every_steps = min(pre.train.eval_every_steps,
-                                     pre.train.num_steps)
-    pre.train.checkpoint_every_steps = min(pre.train.checkpoint_every_steps,
-                                           pre.train.num_steps)
+  _shorten(pre.train, config.bootstrap.pretrain_steps)
   logging.info("grpo demo: pretraining the base model in %s", base_dir)
   run_record.write(base_dir, pre)
   pretrain.run(pre, base_dir)
@@ -250,12 +254,7 @@ def bootstrap_critic(config: ml_collections.ConfigDict, workdir: str,
   cfg.seed = config.seed
   cfg.base_checkpoint = base
   cfg.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
-  if config.bootstrap.critic_steps:
-    cfg.train.num_steps = config.bootstrap.critic_steps
-    cfg.train.eval_every_steps = min(cfg.train.eval_every_steps,
-                                     cfg.train.num_steps)
-    cfg.train.checkpoint_every_steps = min(cfg.train.checkpoint_every_steps,
-                                           cfg.train.num_steps)
+  _shorten(cfg.train, config.bootstrap.critic_steps)
   logging.info("grpo demo: training the critic in %s", critic_dir)
   run_record.write(critic_dir, cfg)
   critic_mode.run(cfg, critic_dir)

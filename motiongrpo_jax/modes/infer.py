@@ -305,7 +305,7 @@ def pose_samples(x0: jax.Array, Ts_world_cpf: jax.Array,
   """EgoAllo's output fields of packed samples, posed on the input CPF.
 
   Rotations are projected onto SO(3) (det +1); the pelvis is the pose that
-  puts the posed body's CPF at `Ts_world_cpf` (as `eval.pose_prediction`).
+  puts the posed body's CPF at `Ts_world_cpf` (as `grpo/rewards.pose_sample`).
 
   Args:
     x0: (S, T, d) packed samples (d 226 or 496).

@@ -2,74 +2,27 @@
 and perturbed negatives, the held-out evaluation file, loading the trained
 critic, and clear errors for bad configs."""
 
-import importlib.util
 import json
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from motiongrpo_jax.data import records
-from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.model import critic as critic_lib
-from motiongrpo_jax.model import denoiser as denoiser_lib
-from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import critic as critic_mode
 from motiongrpo_jax.train import metrics_writer
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import load_config
+from conftest import save_tiny_base
 
-
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "critic_config", _REPO / "configs" / "critic.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-critic_config = _load_config_module()
-
-
-def _unit(x):
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _record(i, split, num_frames=20):
-  """A valid record of random (not physically consistent) values: fast."""
-  rng = np.random.default_rng(i)
-  pose = lambda: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
-      [_unit(rng.normal(size=(num_frames, 4))),
-       rng.normal(size=(num_frames, 3)).astype(np.float32)], axis=-1)
-  quats = rng.normal(size=(num_frames, 21, 4))
-  quats[..., 0] += 3.0
-  return records.SequenceRecord(
-      betas=rng.normal(size=16).astype(np.float32), T_world_root=pose(),
-      body_quats=_unit(quats), hand_quats=None,
-      contacts=(rng.random((num_frames, 21)) > 0.5).astype(np.float32),
-      T_world_cpf=pose(), T_cpf_tm1_cpf_t=pose(),
-      height_from_floor=rng.random((num_frames, 1)).astype(np.float32),
-      joints_wrt_cpf=rng.normal(size=(num_frames, 21, 3)).astype(np.float32),
-      name=f"test/{i}", source="test", split=split)
+critic_config = load_config("critic")
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
   """A tiny base denoiser (model directory) and a dataset beside it."""
-  root = tmp_path_factory.mktemp("base")
-  splits = ["train"] * 3 + ["val", "test"]
-  tfds_builder.build([_record(i, s) for i, s in enumerate(splits)],
-                     root / "data")
-  config = denoiser_lib.DenoiserConfig(
-      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
-      encoder_layers=1, decoder_layers=1, include_hands=False)
-  params = params_io.abstract_params(config)
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(
-      lambda s: (0.1 * rng.normal(size=s.shape)).astype(np.float32), params)
-  params_io.save_model(root / "model", config, params)
-  return root
+  return save_tiny_base(tmp_path_factory.mktemp("base"), num_frames=20,
+                        encoder_layers=1)
 
 
 def _tiny_config(base_dir, **train):

@@ -2,9 +2,7 @@
 the posing path (root from the input CPF), one compilation, bad input."""
 
 import csv
-import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -17,29 +15,22 @@ from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import synthetic
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.eval import metrics
-from motiongrpo_jax.model import denoiser
+from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import eval as eval_mode
 from motiongrpo_jax.train import mesh as mesh_lib
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import load_config
+from conftest import save_tiny_denoiser
+
 # Three synthetic test sequences of 40 frames (consistent with the built-in
 # body, so the ground truth's CPF is the body's); L = 8 gives windows of 9
 # poses: 4 per sequence, 12 in all; batches of 5 leave 3 filler windows.
 _NUM_SEQUENCES, _NUM_FRAMES, _L, _BATCH = 3, 40, 8, 5
 _WINDOWS = _NUM_SEQUENCES * (_NUM_FRAMES // (_L + 1))
 
-
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "eval_config", _REPO / "configs" / "eval.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-eval_config = _load_config_module()
+eval_config = load_config("eval")
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +45,10 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  """A tiny denoiser with random params (no `init`: slow to compile)."""
-  config = denoiser.DenoiserConfig(
-      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
-      encoder_layers=1, decoder_layers=1, include_hands=False)
-  shapes = params_io.abstract_params(config)
-  leaves, treedef = jax.tree.flatten(shapes)
-  rng = np.random.default_rng(0)
-  params = jax.tree.unflatten(treedef, [
-      jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype) for s in leaves])
-  # Body rotations near 3·I + noise: their SO(3) projection is well
-  # conditioned, so float round-off stays round-off in the metrics.
-  body_out = params["decoders_body_rotmats"]["linear_5"]
-  body_out["bias"] = body_out["bias"] + jnp.tile(3.0 * jnp.eye(3).ravel(), 21)
-  path = tmp_path_factory.mktemp("models") / "tiny"
-  params_io.save_model(path, config, params)
-  return path
+  """A tiny denoiser with random params, body rotations near 3·I + noise
+  (well conditioned: float round-off stays round-off in the metrics)."""
+  return save_tiny_denoiser(tmp_path_factory.mktemp("models") / "tiny",
+                            param_std=0.2, rotation_bias=3.0)
 
 
 def _config(model_dir, data_dir, **overrides):
@@ -176,11 +155,11 @@ def test_ground_truth_scores_zero(data_dir):
   # Moving the input CPF by 10 cm moves the whole predicted body by 10 cm:
   # MPJPE = 100 mm, PA-MPJPE still 0.
   shifted = dict(batch, T_world_cpf=batch["T_world_cpf"].at[..., 4].add(0.1))
-  gt_joints = eval_mode.pose_ground_truth(
+  gt_joints = rewards.pose_ground_truth(
       batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
       body).joints
-  pred = eval_mode.pose_prediction(_gt_packed(batch)[:, 0],
-                                   shifted["T_world_cpf"][:, 1:], body)
+  pred = rewards.pose_sample(_gt_packed(batch)[:, 0],
+                             shifted["T_world_cpf"][:, 1:], body)
   np.testing.assert_allclose(pred.joints - gt_joints,
                              np.broadcast_to([0.1, 0, 0], gt_joints.shape),
                              atol=1e-5)

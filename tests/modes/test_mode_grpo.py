@@ -6,7 +6,6 @@ The runs happen in one subprocess with JAX's persistent compilation cache
 programs instead of compiling them again.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -14,68 +13,21 @@ import pathlib
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
-from motiongrpo_jax.data import records
-from motiongrpo_jax.data import tfds_builder
-from motiongrpo_jax.model import denoiser as denoiser_lib
-from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import grpo as grpo_mode
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import load_config
+from conftest import save_tiny_base
 
-
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "grpo_config", _REPO / "configs" / "grpo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-grpo_config = _load_config_module()
-
-
-def _unit(x):
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _record(i, split, num_frames=16):
-  """A valid record of random (not physically consistent) values: fast."""
-  rng = np.random.default_rng(i)
-  pose = lambda: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
-      [_unit(rng.normal(size=(num_frames, 4))),
-       rng.normal(size=(num_frames, 3)).astype(np.float32)], axis=-1)
-  quats = rng.normal(size=(num_frames, 21, 4))
-  quats[..., 0] += 3.0
-  return records.SequenceRecord(
-      betas=rng.normal(size=16).astype(np.float32), T_world_root=pose(),
-      body_quats=_unit(quats), hand_quats=None,
-      contacts=(rng.random((num_frames, 21)) > 0.5).astype(np.float32),
-      T_world_cpf=pose(), T_cpf_tm1_cpf_t=pose(),
-      height_from_floor=rng.random((num_frames, 1)).astype(np.float32),
-      joints_wrt_cpf=rng.normal(size=(num_frames, 21, 3)).astype(np.float32),
-      name=f"test/{i}", source="test", split=split)
+grpo_config = load_config("grpo")
 
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
   """A tiny base denoiser (model directory) and a dataset beside it."""
-  root = tmp_path_factory.mktemp("base")
-  splits = ["train"] * 3 + ["val", "test"]
-  tfds_builder.build([_record(i, s) for i, s in enumerate(splits)],
-                     root / "data")
-  config = denoiser_lib.DenoiserConfig(
-      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
-      encoder_layers=0, decoder_layers=1, include_hands=False)
-  params = params_io.abstract_params(config)
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(
-      lambda s: (0.1 * rng.normal(size=s.shape)).astype(np.float32), params)
-  params_io.save_model(root / "model", config, params)
-  return root
+  return save_tiny_base(tmp_path_factory.mktemp("base"), num_frames=16,
+                        encoder_layers=0)
 
 
 def tiny_config(base_dir, **train):
@@ -99,7 +51,8 @@ def tiny_config(base_dir, **train):
 _SCRIPT = r"""
 import json, sys, pathlib
 import jax, numpy as np
-sys.path.insert(0, sys.argv[3])
+# The test module and `tests/` (its conftest).
+sys.path[:0] = [sys.argv[3], str(pathlib.Path(sys.argv[3]).parent)]
 import test_mode_grpo as t
 from motiongrpo_jax.modes import grpo as grpo_mode
 from motiongrpo_jax.train import checkpoints

@@ -1,13 +1,10 @@
 """Tests for the infer mode: EgoAllo's output layout in the unshifted world
 frame, windowed sampling of a long input, the GIF, Aria input, bad input."""
 
-import importlib.util
 import json
-import pathlib
 import warnings
 
 import imageio.v2 as imageio
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,27 +13,18 @@ from scipy.spatial.transform import Rotation
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import windows
-from motiongrpo_jax.model import denoiser
-from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import infer
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import load_config
+from conftest import save_tiny_denoiser
+
 # 24 input poses -> T = 23 output frames; windows of 8 frames sharing 2, so
 # the sampler stitches 4 windows.
 _POSES, _SAMPLES, _WINDOW, _OVERLAP = 24, 2, 8, 2
 _FLOOR = 0.7
 _T0_NS = 5_000_000_000
 
-
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "infer_config", _REPO / "configs" / "infer.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-infer_config = _load_config_module()
+infer_config = load_config("infer")
 
 
 def _head_poses(num_poses):
@@ -66,19 +54,9 @@ def input_npz(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-  """A tiny denoiser with random params (no `init`: slow to compile)."""
-  config = denoiser.DenoiserConfig(
-      d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
-      encoder_layers=1, decoder_layers=1, include_hands=False)
-  leaves, treedef = jax.tree.flatten(params_io.abstract_params(config))
-  rng = np.random.default_rng(0)
-  params = jax.tree.unflatten(treedef, [
-      jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype) for s in leaves])
-  body_out = params["decoders_body_rotmats"]["linear_5"]
-  body_out["bias"] = body_out["bias"] + jnp.tile(3.0 * jnp.eye(3).ravel(), 21)
-  path = tmp_path_factory.mktemp("models") / "tiny"
-  params_io.save_model(path, config, params)
-  return path
+  """A tiny denoiser with random params, body rotations near 3·I + noise."""
+  return save_tiny_denoiser(tmp_path_factory.mktemp("models") / "tiny",
+                            param_std=0.2, rotation_bias=3.0)
 
 
 def _config(input_path, checkpoint, **render):

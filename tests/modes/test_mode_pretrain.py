@@ -1,10 +1,8 @@
 """Tests for the pretrain mode: end-to-end steps, fine-tuning, data
 parallelism of the loss, conditioning dropout, bad input."""
 
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -20,18 +18,10 @@ from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import metrics_writer
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+from conftest import REPO
+from conftest import load_config
 
-
-def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "pretrain_config", _REPO / "configs" / "pretrain.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-pretrain_config = _load_config_module()
+pretrain_config = load_config("pretrain")
 
 
 def _unit(x):
@@ -195,11 +185,11 @@ def test_main_on_four_devices_matches_one_device(trained, data_dir, tmp_path):
   flags = [f for f in _override_flags(config)
            if not f.startswith(("--config.mode=", "--config.variant="))]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONPATH=str(_REPO))
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   proc = subprocess.run(
       [sys.executable, "-m", "motiongrpo_jax.main",
-       f"--config={_REPO}/configs/pretrain.py:demo", f"--workdir={workdir}",
-       *flags], env=env, capture_output=True, text=True, timeout=300, cwd=_REPO)
+       f"--config={REPO}/configs/pretrain.py:demo", f"--workdir={workdir}",
+       *flags], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "4 devices" in proc.stderr
   assert json.loads((workdir / "config.json").read_text())["data"]["batch_size"] == 4

@@ -28,10 +28,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from motiongrpo_jax.data import records
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import distributed
+
+from conftest import load_config
+from conftest import random_record
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 # Parameters of the one- and two-process runs agree to this (absolute).
@@ -40,18 +42,9 @@ TOLERANCE = 1e-5
 _CHILD_TIMEOUT_S = 300
 
 
-def _load_config(name: str, variant: str) -> ml_collections.ConfigDict:
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location(
-      f"_mp_config_{name}", _REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
 def pretrain_config(data_dir: str) -> ml_collections.ConfigDict:
   """2 steps of a tiny denoiser; global batch 2 (one window per device)."""
-  config = _load_config("pretrain", "demo")
+  config = load_config("pretrain").get_config("demo")
   config.model.update(d_latent=16, d_feedforward=32, d_noise_emb=16,
                       num_heads=2, encoder_layers=0, decoder_layers=1,
                       include_hands=False)
@@ -67,7 +60,7 @@ def pretrain_config(data_dir: str) -> ml_collections.ConfigDict:
 
 def grpo_config(data_dir: str, base: str) -> ml_collections.ConfigDict:
   """2 GRPO iterations from `base`: 2 trajectories × G = 2, 3 DDIM steps."""
-  config = _load_config("grpo", "demo")
+  config = load_config("grpo").get_config("demo")
   config.init_checkpoint = base
   config.bootstrap.enabled = False
   config.data.update(data_dir=data_dir, build_synthetic_if_missing=False,
@@ -89,11 +82,12 @@ def grpo_config(data_dir: str, base: str) -> ml_collections.ConfigDict:
 # One worker: joins the run described by MOTIONGRPO_* (none: one process),
 # pretrains, then runs GRPO from the pretrain workdir.
 _WORKER = r"""
-import sys
+import os, sys
 from motiongrpo_jax.train import distributed
 distributed.initialize()
 import jax
-sys.path.insert(0, sys.argv[3])
+# The test module and `tests/` (its conftest).
+sys.path[:0] = [sys.argv[3], os.path.dirname(sys.argv[3])]
 import test_train_multiprocess as t
 from motiongrpo_jax.modes import grpo, pretrain
 data_dir, out = sys.argv[1], sys.argv[2]
@@ -102,28 +96,6 @@ grpo.run(t.grpo_config(data_dir, out + "/pretrain"), out + "/grpo")
 print(f"WORKER process {jax.process_index()} of {jax.process_count()}, "
       f"{jax.device_count()} devices", flush=True)
 """
-
-
-def _unit(x):
-  return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _record(i: int, split: str, num_frames: int = 12):
-  """A valid record of random values (fast; not physically consistent)."""
-  rng = np.random.default_rng(i)
-  pose = lambda: np.concatenate(  # pylint: disable=unnecessary-lambda-assignment
-      [_unit(rng.normal(size=(num_frames, 4))),
-       0.3 * rng.normal(size=(num_frames, 3)).astype(np.float32)], axis=-1)
-  quats = rng.normal(size=(num_frames, 21, 4))
-  quats[..., 0] += 3.0
-  return records.SequenceRecord(
-      betas=rng.normal(size=16).astype(np.float32), T_world_root=pose(),
-      body_quats=_unit(quats), hand_quats=None,
-      contacts=(rng.random((num_frames, 21)) > 0.5).astype(np.float32),
-      T_world_cpf=pose(), T_cpf_tm1_cpf_t=pose(),
-      height_from_floor=rng.random((num_frames, 1)).astype(np.float32),
-      joints_wrt_cpf=rng.normal(size=(num_frames, 21, 3)).astype(np.float32),
-      name=f"mp/{i}", source="test", split=split)
 
 
 def _free_port() -> int:
@@ -169,8 +141,9 @@ def runs(tmp_path_factory):
   """One process × 2 devices (`one`) and 2 processes × 1 device (`two`)."""
   root = tmp_path_factory.mktemp("multiprocess")
   splits = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
-  tfds_builder.build([_record(i, s) for i, s in enumerate(splits)],
-                     root / "data")
+  tfds_builder.build(
+      [random_record(i, s, num_frames=12, translation_scale=0.3)
+       for i, s in enumerate(splits)], root / "data")
   test_dir = str(pathlib.Path(__file__).parent)
   port = _free_port()
 

@@ -1,0 +1,175 @@
+"""Config sections shared by several `configs/*.py` files.
+
+Each function returns a commented `ml_collections.ConfigDict` section with
+the calling config's defaults; the comments on the fields live here, once.
+The configs are loaded by path (`--config=configs/<mode>.py[:variant]`), so
+they import this module from the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ml_collections
+
+
+def base(mode: str, variant: str,
+         variants: Sequence[str]) -> ml_collections.ConfigDict:
+  """A new config with `mode` and `variant` set.
+
+  Args:
+    mode: the mode main.py runs; also the config file's name
+      (`configs/<mode>.py`).
+    variant: the experiment variant asked for.
+    variants: the variants the config file defines.
+
+  Returns:
+    The config, holding `mode` and `variant` only.
+
+  Raises:
+    ValueError: `variant` is not one of `variants`.
+  """
+  if variant not in variants:
+    raise ValueError(
+        f"configs/{mode}.py: unknown variant {variant!r}; expected one of "
+        f"{list(variants)}")
+  config = ml_collections.ConfigDict()
+  # Which mode main.py runs.
+  config.mode = mode
+  # Experiment variant (recorded for provenance).
+  config.variant = variant
+  return config
+
+
+def body(model: str = "builtin",
+         smplh_npz: str = "") -> ml_collections.ConfigDict:
+  """The body-model section (which body poses the motions).
+
+  Args:
+    model: "builtin" or "smplh".
+    smplh_npz: path of the SMPL-H `model.npz` ("" for the built-in body).
+
+  Returns:
+    The section.
+  """
+  section = ml_collections.ConfigDict()
+  # "builtin" (the SMPL tree with a built-in shape space) or "smplh".
+  section.model = model
+  # SMPL-H `model.npz` (body.model = "smplh" only).
+  section.smplh_npz = smplh_npz
+  return section
+
+
+def optimizer(*, learning_rate: float, warmup_steps: int,
+              weight_decay: float, grad_clip_norm: float = 1.0,
+              b1: float = 0.9, b2: float = 0.999,
+              eps: float = 1e-8) -> ml_collections.ConfigDict:
+  """The optimiser section: AdamW after grad-norm clipping (`train/state.py`).
+
+  Args:
+    learning_rate: peak learning rate.
+    warmup_steps: linear warm-up length, in applied updates.
+    weight_decay: decoupled weight decay.
+    grad_clip_norm: global-norm clip (<= 0: none).
+    b1: Adam's first-moment decay rate.
+    b2: Adam's second-moment decay rate.
+    eps: Adam's epsilon.
+
+  Returns:
+    The section.
+  """
+  section = ml_collections.ConfigDict()
+  # Peak learning rate.
+  section.learning_rate = learning_rate
+  # Linear warm-up from 0 over this many applied updates.
+  section.warmup_steps = warmup_steps
+  # Decoupled weight decay (AdamW).
+  section.weight_decay = weight_decay
+  # Clip the gradient's global norm to this (<= 0: no clipping).
+  section.grad_clip_norm = grad_clip_norm
+  # Adam moment decay rates and epsilon (the defaults are PyTorch's).
+  section.b1 = b1
+  section.b2 = b2
+  section.eps = eps
+  return section
+
+
+def train_loop(*, num_steps: int, log_every_steps: int,
+               eval_every_steps: int, checkpoint_every_steps: int,
+               max_consecutive_nonfinite: int, keep_checkpoints: int = 3,
+               async_checkpointing: bool = False,
+               progress_every_seconds: float = 30.0
+               ) -> ml_collections.ConfigDict:
+  """The loop section: steps, checkpoints, logs (`train/loop.py`).
+
+  A step is one optimiser step (pretrain, critic) or one GRPO iteration.
+
+  Args:
+    num_steps: total steps.
+    log_every_steps: train-metrics period.
+    eval_every_steps: validation period (0: start and end only).
+    checkpoint_every_steps: checkpoint period.
+    max_consecutive_nonfinite: non-finite steps in a row that stop the run.
+    keep_checkpoints: checkpoints kept.
+    async_checkpointing: write checkpoints in a background thread.
+    progress_every_seconds: progress-line period.
+
+  Returns:
+    The section.
+  """
+  section = ml_collections.ConfigDict()
+  # Total train steps (a resumed run continues up to this).
+  section.num_steps = num_steps
+  # Write train metrics (all diagnostics) every this many steps.
+  section.log_every_steps = log_every_steps
+  # Validation every this many steps (0: only at the start and end).
+  section.eval_every_steps = eval_every_steps
+  # Save a checkpoint every this many steps (and at the end, and on SIGTERM).
+  section.checkpoint_every_steps = checkpoint_every_steps
+  # Checkpoints kept (the most recent ones).
+  section.keep_checkpoints = keep_checkpoints
+  # Write checkpoints in a background thread.
+  section.async_checkpointing = async_checkpointing
+  # Stop after this many non-finite (skipped) steps in a row.
+  section.max_consecutive_nonfinite = max_consecutive_nonfinite
+  # Seconds between progress lines (rate, ETA) in the log.
+  section.progress_every_seconds = progress_every_seconds
+  return section
+
+
+def sampler(*, num_steps: int = 30, update: str = "egoallo",
+            eta: float = 1.0, window_size: int = 128, overlap: int = 32,
+            non_redundant_windows: bool = False,
+            project_body_rotmats: bool = True) -> ml_collections.ConfigDict:
+  """The sampler section (`diffusion/sampler.SamplerConfig`).
+
+  The defaults are EgoAllo's.
+
+  Args:
+    num_steps: sampling steps.
+    update: "egoallo" or "ddim".
+    eta: DDIM's η.
+    window_size: longest window the network sees, frames.
+    overlap: frames shared by neighbouring windows.
+    non_redundant_windows: drop windows that add no new frame.
+    project_body_rotmats: project x̂0's body rotations before each update.
+
+  Returns:
+    The section.
+  """
+  section = ml_collections.ConfigDict()
+  # Steps of EgoAllo's quadratic schedule.
+  section.num_steps = num_steps
+  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
+  section.update = update
+  # DDIM's η (update="ddim" only).
+  section.eta = eta
+  # Longest window the network sees, and frames shared by neighbours: a
+  # sequence of any length is sampled at once, stitched from windows.
+  section.window_size = window_size
+  section.overlap = overlap
+  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
+  section.non_redundant_windows = non_redundant_windows
+  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
+  section.project_body_rotmats = project_body_rotmats
+  return section
