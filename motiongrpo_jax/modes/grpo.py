@@ -113,7 +113,8 @@ def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
               persistence=n.persistence, fps=config.data.fps, axes=n.axes)),
       sampler=sampler_lib.SamplerConfig(
           num_steps=g.sampler_steps, update=g.sampler_update,
-          log_prob_reduction=g.log_prob_reduction, return_means=False),
+          log_prob_reduction=g.log_prob_reduction, return_means=False,
+          rotation_projection=g.rotation_projection),
       reward=rewards_lib.RewardConfig(
           weight_rot=r.weight_rot, weight_pos=r.weight_pos,
           weight_pa_pos=r.weight_pa_pos, weight_vel=r.weight_vel,

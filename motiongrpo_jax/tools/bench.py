@@ -13,7 +13,23 @@ reported beside it.
 
 Subcommands are registered with `@subcommand(name, help)` on a function
 `run(args) -> dict`, with an optional `add_arguments(parser)`; adding a
-benchmark is one such function.
+benchmark is one such function. Besides `sampler` (here): `pretrain_step`,
+`critic_step` (`bench_train.py`), `grpo_step`, `scaling` (`bench_grpo.py`)
+and `profile` (`bench_profile.py`). Every subcommand takes
+`--size=tiny|demo|default` (tiny: a toy model, for tests only).
+
+On a machine shared with other jobs the wall-clock peak and wall times
+move together with the load; `fraction_of_peak_cpu` (GFLOP per process
+CPU-second over the same for a 2048³ fp32 XLA matmul) does not, and is the
+number to compare across runs. `load_average_1m` is recorded before and
+after each run.
+
+XLA's cost analysis counts the body of a `while` loop (`lax.scan`) once, so
+FLOPs of looped programs are assembled from loop-free pieces (one step × the
+trip count); each benchmark says how. Memory: `compiled.memory_analysis()`
+(temp = scratch XLA allocates for the program, argument, output; bytes) and
+the process's resident-set high-water mark (`resource.getrusage`,
+monotonic over the process).
 
 `sampler` modes:
   * exact: EgoAllo's sampler with fp32 matmuls and EgoAllo's windows (the
@@ -34,6 +50,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -146,6 +163,127 @@ def compiled_flops(compiled: Any) -> float:
   return float(analysis.get("flops", 0.0))
 
 
+def memory_stats(compiled: Any) -> dict[str, int]:
+  """XLA's memory analysis of a compiled program (bytes; {} if unavailable)."""
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  if analysis is None:
+    return {}
+  out = {}
+  for name in ("temp", "argument", "output", "alias", "generated_code"):
+    value = getattr(analysis, f"{name}_size_in_bytes", None)
+    if value is not None:
+      out[f"xla_{name}_bytes"] = int(value)
+  peak = getattr(analysis, "peak_memory_in_bytes", None)
+  if peak:
+    out["xla_peak_bytes"] = int(peak)
+  return out
+
+
+def peak_rss_bytes() -> int:
+  """High-water resident set size of this process so far (bytes)."""
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+_PEAKS: dict[str, dict[str, float]] = {}
+
+
+def cached_peak(dtype: str = "float32") -> dict[str, float]:
+  """`matmul_peak_gflops(dtype)`, measured once per process."""
+  if dtype not in _PEAKS:
+    _PEAKS[dtype] = matmul_peak_gflops(dtype)
+  return _PEAKS[dtype]
+
+
+def matmul_peak_per_cpu_second(size: int = 2048, repeats: int = 5) -> float:
+  """fp32 XLA matmul GFLOP per process CPU-second (all threads), best of
+  `repeats`: unlike the wall-clock peak it barely moves when other jobs
+  share the cores."""
+  key_a, key_b = jax.random.split(jax.random.key(1))
+  a = jax.random.normal(key_a, (size, size), jnp.float32)
+  b = jax.random.normal(key_b, (size, size), jnp.float32)
+  product = jax.jit(jnp.dot)
+  jax.block_until_ready(product(a, b))
+  cpu = min(c for _, c in _timed(lambda: product(a, b), repeats))
+  return 2.0 * size**3 / max(cpu, 1e-9) / 1e9
+
+
+def peak_fields(size: str) -> dict[str, Any]:
+  """The fp32 matmul peaks the fractions are relative to.
+
+  `peak_gflops` is wall-clock (best of XLA and NumPy);
+  `peak_gflops_per_cpu_s` is per CPU-second (XLA), the denominator of
+  `fraction_of_peak_cpu`, which is the robust one on a shared machine.
+  """
+  if size == "tiny":
+    # A tiny run is a smoke test: a small product keeps it fast.
+    peak = matmul_peak_gflops("float32", size=256, repeats=2)
+    per_cpu = matmul_peak_per_cpu_second(256, 2)
+  else:
+    peak = cached_peak("float32")
+    if "cpu" not in _PEAKS:
+      _PEAKS["cpu"] = {"best": matmul_peak_per_cpu_second()}
+    per_cpu = _PEAKS["cpu"]["best"]
+  return {"peak_gflops": peak["best"], "peak_kind": "fp32 matmul (best of "
+          "XLA and NumPy, measured in this process)",
+          "peak_fp32_xla_gflops": peak["xla"],
+          "peak_fp32_numpy_gflops": peak["numpy"],
+          "peak_gflops_per_cpu_s": per_cpu}
+
+
+def cpu_fraction(flops: float, cpu_seconds: float,
+                 peak: dict[str, Any]) -> float:
+  """Achieved GFLOP per CPU-second over the matmul's (load-insensitive)."""
+  if cpu_seconds <= 0:
+    return 0.0
+  return flops / cpu_seconds / 1e9 / peak["peak_gflops_per_cpu_s"]
+
+
+@dataclasses.dataclass
+class Program:
+  """A compiled program with its cost and memory."""
+  compiled: Any
+  compile_s: float
+  flops: float
+  memory: dict[str, int]
+
+
+def compile_program(jitted: Any, *args, **kwargs) -> Program:
+  """Lowers and compiles `jitted` for these arguments (timed)."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args, **kwargs).compile()
+  return Program(compiled, time.perf_counter() - start,
+                 compiled_flops(compiled), memory_stats(compiled))
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+  """One warm-up call, then best / median wall seconds of `repeats` calls."""
+  jax.block_until_ready(fn())
+  timed = _timed(fn, repeats)
+  walls = [w for w, _ in timed]
+  return {"best_s": min(walls), "median_s": statistics.median(walls),
+          "cpu_s": min(c for _, c in timed)}
+
+
+def rate_fields(flops: float, seconds: float, peak_gflops: float,
+                prefix: str = "") -> dict[str, float]:
+  """Achieved GFLOP/s and its fraction of the peak."""
+  gflops = flops / seconds / 1e9 if seconds > 0 else 0.0
+  return {f"{prefix}gflops_per_s": gflops,
+          f"{prefix}fraction_of_peak": gflops / peak_gflops}
+
+
+def size_argument(parser: argparse.ArgumentParser, default: str = "demo",
+                  help_text: str = "") -> None:
+  parser.add_argument("--size", choices=("tiny", "demo", "default"),
+                      default=default,
+                      help=help_text or "tiny (tests), demo (the demo "
+                      "configs) or default (EgoAllo's 50.4M model).")
+
+
 # --- sampler ---
 
 # EgoAllo's PyTorch sampler (30 steps, 129 poses, default size, 2 threads) on
@@ -154,8 +292,8 @@ EGOALLO_SAMPLER_SECONDS = {1: 7.2, 8: 30.6}
 
 
 def _sampler_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--size", choices=("demo", "default"), default="default",
-                      help="default: EgoAllo's 50.4M model; demo: a tiny one.")
+  size_argument(parser, "default", "default: EgoAllo's 50.4M model; demo: "
+                "a small one; tiny: a toy one (tests).")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--seq_len", type=int, default=128,
                       help="frames L (the head trajectory has L+1 poses).")
@@ -169,11 +307,19 @@ def _sampler_arguments(parser: argparse.ArgumentParser) -> None:
                       help="also run exact mode with the same params and "
                       "noise and report the deviation of this mode's sample.")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--compare_loop", action="store_true",
+                      help="also time a Python loop over a jitted "
+                      "`sampler_step` (same params, condition and noise) "
+                      "against the jitted `lax.scan` rollout.")
 
 
 def _denoiser_config(size: str, hands: bool, matmul_dtype: str):
   if size == "default":
     return DenoiserConfig(include_hands=hands, matmul_dtype=matmul_dtype)
+  if size == "tiny":
+    return DenoiserConfig(d_latent=16, d_feedforward=32, d_noise_emb=16,
+                          num_heads=2, encoder_layers=1, decoder_layers=1,
+                          include_hands=hands, matmul_dtype=matmul_dtype)
   return DenoiserConfig(d_latent=64, d_feedforward=128, d_noise_emb=64,
                         num_heads=4, encoder_layers=2, decoder_layers=2,
                         include_hands=hands, matmul_dtype=matmul_dtype)
@@ -266,8 +412,12 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   times = [wall for wall, _ in timed]
   best = min(times)
 
-  peak_fp32 = matmul_peak_gflops("float32")
-  peaks = {"peak_fp32_gflops": peak_fp32["best"],
+  fields = peak_fields(args.size)
+  peak_fp32 = {"best": fields["peak_gflops"],
+               "xla": fields["peak_fp32_xla_gflops"],
+               "numpy": fields["peak_fp32_numpy_gflops"]}
+  peaks = {"peak_gflops_per_cpu_s": fields["peak_gflops_per_cpu_s"],
+           "peak_fp32_gflops": peak_fp32["best"],
            "peak_fp32_xla_gflops": peak_fp32["xla"],
            "peak_fp32_numpy_gflops": peak_fp32["numpy"]}
   peak = peak_fp32["best"]
@@ -301,12 +451,22 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
       # Process CPU seconds per call (all threads): with other jobs on the
       # machine, cpu_seconds / threads estimates the wall time when alone.
       "cpu_seconds_per_batch": min(cpu for _, cpu in timed),
+      # Per CPU-second vs the fp32 matmul's (bf16 modes: still fp32's).
+      "fraction_of_peak_cpu": cpu_fraction(
+          total_flops, min(cpu for _, cpu in timed), fields),
       "load_average_1m": load_before,
+      "load_average_1m_after": load_average(),
+      "peak_rss_bytes": peak_rss_bytes(),
+      **memory_stats(compiled),
       **environment(),
   }
   if args.size == "default" and seq_len == 128 and batch in EGOALLO_SAMPLER_SECONDS:
     result["egoallo_seconds_per_batch"] = EGOALLO_SAMPLER_SECONDS[batch]
     result["speedup_vs_egoallo"] = EGOALLO_SAMPLER_SECONDS[batch] / best
+
+  if args.compare_loop:
+    result["compare_loop"] = _compare_loop(model, config, params, cond, key,
+                                           compiled, best, args.repeats)
 
   if args.accuracy:
     exact_model = Denoiser(dataclasses.replace(model.config,
@@ -334,6 +494,45 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   return result
 
 
+def _compare_loop(model, config, params, cond, key, compiled, scan_s: float,
+                  repeats: int) -> dict[str, Any]:
+  """The jitted-scan rollout vs a Python loop over a jitted `sampler_step`.
+
+  The loop draws the same noise as `sampler.rollout` (x_T from fold_in(key,
+  0), step k's ε from fold_in(key, k+1)), so both give the same sample up to
+  round-off.
+  """
+  dim = model.config.packed_dim
+  apply_fn = sampler.model_apply_fn(model)
+  consts = sampler.step_constants(config)
+  batch, seq_len = cond.T_world_cpf.shape[:2]
+
+  @jax.jit
+  def step(params, x, step_consts, cond, step_key):
+    noise = jax.random.normal(step_key, x.shape, jnp.float32)
+    return sampler.sampler_step(apply_fn, params, x, step_consts, cond,
+                                noise=noise, config=config).x_next
+
+  def loop():
+    x = jax.random.normal(jax.random.fold_in(key, 0), (batch, seq_len, dim),
+                          jnp.float32)
+    for k in range(config.num_steps):
+      x = step(params, x, jax.tree.map(lambda c: c[k], consts), cond,
+               jax.random.fold_in(key, k + 1))
+    return x
+
+  start = time.perf_counter()
+  jax.block_until_ready(loop())  # Compiles the step once.
+  first_s = time.perf_counter() - start
+  loop_s = min(_best_time(loop, repeats))
+  scan_x = np.asarray(compiled(params, cond, key=key).xs[-1])
+  loop_x = np.asarray(loop())
+  return {"scan_seconds": scan_s, "loop_seconds": loop_s,
+          "loop_first_call_seconds_incl_compile": first_s,
+          "loop_over_scan": loop_s / scan_s,
+          "max_abs_diff_scan_vs_loop": float(np.abs(scan_x - loop_x).max())}
+
+
 # --- Entry point. ---
 
 
@@ -351,11 +550,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
   args = build_parser().parse_args(argv)
-  if getattr(args, "batch", 1) < 1 or getattr(args, "seq_len", 1) < 1:
-    raise SystemExit("bench: --batch and --seq_len must be ≥ 1")
+  if getattr(args, "batch", 1) < 0 or getattr(args, "seq_len", 1) < 0:
+    raise SystemExit("bench: --batch and --seq_len must be ≥ 1 (0: the "
+                     "size's default where the benchmark has one)")
+  if args.benchmark == "sampler" and min(args.batch, args.seq_len) < 1:
+    raise SystemExit("bench sampler: --batch and --seq_len must be ≥ 1")
   result = SUBCOMMANDS[args.benchmark].run(args)
   print(json.dumps(result), flush=True)
 
 
+# Further subcommands register themselves on import (after the registry
+# and the shared helpers above exist).
+if __name__ != "__main__":
+  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+  from motiongrpo_jax.tools import bench_grpo
+  from motiongrpo_jax.tools import bench_profile
+  from motiongrpo_jax.tools import bench_train
+
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  # Run the imported module's `main` (`python -m` executes this file as
+  # `__main__`, a second module object whose registry the other bench
+  # modules do not see).
+  from motiongrpo_jax.tools import bench as _bench  # pylint: disable=g-import-not-at-top
+  _bench.main(sys.argv[1:])

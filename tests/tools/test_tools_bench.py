@@ -1,0 +1,103 @@
+"""Smoke tests of `tools/bench` (tiny sizes; no timing assertions) and the
+line fit of its scaling sweeps."""
+
+import contextlib
+import io
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motiongrpo_jax.tools import bench
+from motiongrpo_jax.tools import bench_grpo
+
+# Keys every benchmark line carries.
+COMMON = ("benchmark", "size", "peak_rss_bytes", "load_average_1m", "jax",
+          "device")
+
+
+def _run(argv):
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    bench.main(argv)
+  lines = [l for l in out.getvalue().splitlines() if l.strip()]
+  assert len(lines) == 1, lines
+  result = json.loads(lines[0])
+  for key in COMMON:
+    assert key in result, key
+  return result
+
+
+def _positive(value):
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_bench_registry_has_every_subcommand():
+  assert {"sampler", "pretrain_step", "critic_step", "grpo_step", "scaling",
+          "profile"} <= set(bench.SUBCOMMANDS)
+
+
+def test_bench_sampler_tiny_compare_loop():
+  r = _run(["sampler", "--size=tiny", "--batch=1", "--seq_len=8",
+            "--repeats=1", "--compare_loop", "--hands=0"])
+  assert _positive(r["fraction_of_peak"]) and _positive(r["compile_s"])
+  assert r["xla_temp_bytes"] >= 0
+  # Same noise draws: the Python loop reproduces the scan's sample.
+  assert r["compare_loop"]["max_abs_diff_scan_vs_loop"] < 1e-5
+
+
+@pytest.mark.parametrize("name", ["pretrain_step", "critic_step"])
+def test_bench_train_steps_tiny(name):
+  r = _run([name, "--size=tiny", "--repeats=1"])
+  for key in ("steps_per_s", "sequences_per_s", "frames_per_s",
+              "flops_per_step", "gflops_per_s", "fraction_of_peak",
+              "compile_s", "xla_temp_bytes"):
+    assert key in r, key
+  assert _positive(r["flops_per_step"]) and _positive(r["fraction_of_peak"])
+  assert _positive(r["fraction_of_peak_cpu"])
+  assert r["frames_per_s"] == pytest.approx(8 * r["sequences_per_s"])
+  if name == "critic_step":
+    # Tiny: no base samples; 5 perturbation kinds + the positive.
+    assert r["num_candidates"] == 6
+    assert r["total_flops_per_step"] == pytest.approx(
+        r["flops_per_step"] + r["negatives_flops"])
+
+
+def test_bench_grpo_step_tiny():
+  r = _run(["grpo_step", "--size=tiny", "--repeats=1", "--fused=0"])
+  assert set(r["phase_seconds"]) == {"rollout", "rewards", "update"}
+  assert r["flops_per_iteration"] == pytest.approx(
+      sum(r["phase_flops"].values()))
+  assert r["num_samples"] == r["batch"] * r["group_size"] == 4
+  assert _positive(r["fraction_of_peak"])
+
+
+def test_bench_scaling_tiny():
+  # One point (compiles dominate; the fit is tested on its own below).
+  r = _run(["scaling", "--size=tiny", "--what=group_size", "--points=3",
+            "--repeats=1"])
+  (point,) = r["points"]
+  assert (point["group_size"], point["seq_len"], point["trained_steps"]) == (
+      3, 8, 2)
+  assert point["update_xla_temp_bytes"] > 0 and point["rollout_s"] > 0
+  assert not any(k.startswith("fit_") for k in r)
+
+
+def test_bench_profile_tiny_polar():
+  r = _run(["profile", "--size=tiny", "--repeats=1", "--parts=polar"])
+  assert r["projection_speed"]["matrices"] == 4 * 8 * 21
+  for name, acc in r["polar_accuracy"].items():
+    assert acc["max_abs_diff_vs_svd"] < 1e-5, name
+
+
+def test_line_fit_recovers_an_exact_line():
+  fit = bench_grpo.line_fit([1, 2, 4, 8], [3.0, 5.0, 9.0, 17.0])
+  assert fit["slope"] == pytest.approx(2.0)
+  assert fit["intercept"] == pytest.approx(1.0)
+  assert fit["r2"] == pytest.approx(1.0)
+  noisy = bench_grpo.line_fit([1, 2, 3, 4], [1.0, 3.0, 2.0, 4.0])
+  # Hand-computed: slope 0.8, intercept 0.5, R² = 3.2 / 5 = 0.64.
+  assert (noisy["slope"], noisy["intercept"]) == pytest.approx((0.8, 0.5))
+  assert noisy["r2"] == pytest.approx(0.64)
