@@ -31,14 +31,11 @@
 #   --dry-run                print the commands and exit 0 (also DRY_RUN=1)
 set -euo pipefail
 
-# Joins words into one shell command line, quoting only where needed.
+# Joins words into one shell command line (bash's own quoting, %q).
 shell_join() {
-  local out="" a q="'"
-  for a in "$@"; do
-    if [[ $a =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then out+="$a "
-    else out+="'${a//$q/$q\\$q$q}' "; fi
-  done
-  printf '%s' "${out% }"
+  local line
+  printf -v line '%q ' "$@"
+  printf '%s' "${line% }"
 }
 
 name=${TPU_NAME:-}

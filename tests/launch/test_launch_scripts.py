@@ -138,9 +138,10 @@ def test_tpu_dry_run():
   assert "--worker=all" in ssh
   assert ssh[ssh.index("--zone") + 1] == "us-central2-b"
   remote = ssh[ssh.index("--command") + 1]
-  assert "pip install -q -U 'jax[tpu]'" in remote
-  assert "pip install -q -e ." in remote
-  run = shlex.split(remote.rsplit(";", 1)[1])
+  steps = [shlex.split(step) for step in remote.split(";")]
+  assert ["python3", "-m", "pip", "install", "-q", "-U", "jax[tpu]"] in steps
+  assert ["python3", "-m", "pip", "install", "-q", "-e", "."] in steps
+  run = steps[-1]
   assert run == ["MOTIONGRPO_DISTRIBUTED=auto", "python3", "-m",
                  "motiongrpo_jax.main", *_MAIN_ARGS]
 
