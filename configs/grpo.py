@@ -199,6 +199,8 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 
   if variant == "demo":
     config.bootstrap.enabled = True
+    # The hybrid reward with the perceptual critic (bootstrapped first).
+    config.reward.weight_vis = 1.0
     config.data.build_synthetic_if_missing = True
     config.data.seq_len = 32
     config.data.batch_size = 8

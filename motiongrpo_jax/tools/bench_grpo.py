@@ -66,6 +66,8 @@ def grpo_setup(size: str) -> tuple[Any, update_lib.UpdateConfig, int, int]:
   from motiongrpo_jax.modes import grpo as grpo_mode
   config = bench_train.load_config("grpo",
                                    "amass" if size == "default" else "demo")
+  with config.unlocked():
+    config.reward.weight_vis = 0.0  # the joint rewards (no critic forward)
   if size == "tiny":
     with config.unlocked():
       config.group.group_size = 2

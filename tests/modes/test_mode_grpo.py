@@ -34,6 +34,7 @@ def tiny_config(base_dir, **train):
   config = grpo_config.get_config("demo")
   config.init_checkpoint = str(base_dir / "model")
   config.bootstrap.enabled = False
+  config.reward.weight_vis = 0.0  # no critic unless a test adds one
   config.data.update(data_dir=str(base_dir / "data"),
                      build_synthetic_if_missing=False, seq_len=6, batch_size=2)
   config.group.update(group_size=2, sampler_steps=3, sampler_update="ddim")

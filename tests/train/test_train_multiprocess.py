@@ -63,6 +63,7 @@ def grpo_config(data_dir: str, base: str) -> ml_collections.ConfigDict:
   config = load_config("grpo").get_config("demo")
   config.init_checkpoint = base
   config.bootstrap.enabled = False
+  config.reward.weight_vis = 0.0  # joint rewards: no critic
   config.data.update(data_dir=data_dir, build_synthetic_if_missing=False,
                      seq_len=6, batch_size=2)
   config.group.update(group_size=2, sampler_steps=3, sampler_update="ddim")
