@@ -71,8 +71,8 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.data.data_dir = ""
   # Build a synthetic dataset there when it holds none (demo only).
   config.data.build_synthetic_if_missing = False
-  # Synthetic build: number of sequences and frames per sequence (equal to
-  # configs/pretrain.py:demo, so that the same dataset results).
+  # Synthetic build: number of sequences and frames per sequence (as
+  # configs/grpo.py's, so that a GRPO demo's critic sees its dataset).
   config.data.synthetic_num_sequences = 48
   config.data.synthetic_num_frames = 240
   # Split trained on.

@@ -204,7 +204,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     config.data.build_synthetic_if_missing = True
     config.data.seq_len = 32
     config.data.batch_size = 8
-    config.group.group_size = 8
     # 8 of the 29 stochastic steps per iteration: ~3× cheaper updates.
     config.objective.num_train_steps = 8
     config.optimizer.learning_rate = 2e-5
@@ -224,8 +223,5 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 50
   elif variant == "amass":
     config.body.model = "smplh"
-    config.data.seq_len = 128
-    config.data.batch_size = 32
     config.eval.batch_size = 32
-    config.eval.max_batches = 0
   return config

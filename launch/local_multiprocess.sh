@@ -37,7 +37,7 @@ log_dir=${LOG_DIR:-./multiprocess_logs}
 dry_run=${DRY_RUN:-0}
 python=${PYTHON:-python}
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit "${1:-2}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -49,7 +49,7 @@ dry_run=${DRY_RUN:-0}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 archive=/tmp/motiongrpo_jax_src.tgz
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit "${1:-2}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

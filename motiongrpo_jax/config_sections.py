@@ -8,9 +8,26 @@ they import this module from the package.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 from collections.abc import Sequence
 
 import ml_collections
+
+_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load(name: str, variant: str) -> ml_collections.ConfigDict:
+  """`configs/<name>.py:get_config(variant)` of the source checkout (the demo
+  bootstraps and the benchmarks build their runs from these files)."""
+  path = _CONFIGS / f"{name}.py"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: this needs the repository's "
+                            "configs/ folder (run from a source checkout)")
+  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
 
 
 def base(mode: str, variant: str,

@@ -365,6 +365,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
                           out_specs=(P(), P()))
   jitted = jax.jit(sharded, donate_argnums=(0,))
 
+  validated: set[int] = set()
+
   def step(state, batch, ref_params=None, critic_params=None):
     if use_kl and ref_params is None:
       raise ValueError("grpo: objective.kl_beta > 0 needs ref_params (the "
@@ -374,7 +376,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     if num_seq % num_devices:
       raise ValueError(f"grpo: a batch of {num_seq} sequences does not split "
                        f"over {num_devices} devices (each holds whole groups)")
-    config.validate(num_seq // num_devices)
+    if num_seq not in validated:  # host-side checks once per batch size
+      config.validate(num_seq // num_devices)
+      validated.add(num_seq)
     return jitted(state, batch, ref_params, critic_params)
 
   step.jitted = jitted  # For compile-count checks.

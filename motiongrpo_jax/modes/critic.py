@@ -364,13 +364,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   hands = base_model.config.include_hands
   body = make_body(config)
   data_dir = data_dir_of(config, workdir)
-  train_iterator = iter(pipeline.train_dataset(
-      data_dir, split=config.data.train_split, seq_len=config.data.seq_len,
-      batch_size=mesh_lib.local_batch_size(config.data.batch_size, mesh,
-                                           "config.data.batch_size"),
-      seed=config.seed, shard_index=jax.process_index(),
-      shard_count=jax.process_count(), num_workers=config.data.num_workers,
-      hands=False))
+  train_iterator = pretrain.train_iterator(config, data_dir, mesh, hands=False)
 
   # --- (3) Critic, optimiser, steps.
   model = critic_lib.Critic(model_config)

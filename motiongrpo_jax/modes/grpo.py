@@ -30,9 +30,7 @@ the run and those of its first iteration (same base, same batch).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import pathlib
@@ -46,6 +44,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from motiongrpo_jax import config_sections
 from motiongrpo_jax import run_record
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.body import smplh
@@ -93,7 +92,6 @@ DIAGNOSTICS = ("reward/hybrid_group_std", "reward/pos_group_std",
                "approx_kl", "ratio_min", "ratio_max")
 # Independent random streams derived from `config.seed`.
 _TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM = 0, 1, 2
-_REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------
@@ -146,13 +144,7 @@ def with_overrides(config: ml_collections.ConfigDict,
                    overrides: dict[str, Any]) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted-path overrides applied."""
   out = copy.deepcopy(config)
-  with out.unlocked():
-    for path, value in overrides.items():
-      node = out
-      *parents, leaf = path.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
+  out.update_from_flattened_dict(overrides)
   return out
 
 
@@ -210,16 +202,6 @@ def validate(config: ml_collections.ConfigDict,
 # The base policy, the critic and the data.
 
 
-def _config_file(name: str, variant: str) -> ml_collections.ConfigDict:
-  """`configs/<name>.py:get_config(variant)` of this repository."""
-  path = _REPO / "configs" / f"{name}.py"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: the demo bootstrap needs the "
-                            "repository's configs/ folder")
-  spec = importlib.util.spec_from_file_location(f"_grpo_boot_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def _shorten(train: ml_collections.ConfigDict, num_steps: int) -> None:
@@ -234,7 +216,7 @@ def _shorten(train: ml_collections.ConfigDict, num_steps: int) -> None:
 def bootstrap_base(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Pretrains the demo base model in WORKDIR/base (resumes if partly done)."""
   base_dir = str(pathlib.Path(workdir) / "base")
-  pre = _config_file("pretrain", "demo")
+  pre = config_sections.load("pretrain", "demo")
   pre.seed = config.seed
   pre.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
   pre.data.synthetic_num_sequences = config.data.synthetic_num_sequences
@@ -251,7 +233,7 @@ def bootstrap_critic(config: ml_collections.ConfigDict, workdir: str,
   """Trains the demo critic in WORKDIR/critic (resumes if partly done)."""
   from motiongrpo_jax.modes import critic as critic_mode  # pylint: disable=import-outside-toplevel
   critic_dir = str(pathlib.Path(workdir) / "critic")
-  cfg = _config_file("critic", "demo")
+  cfg = config_sections.load("critic", "demo")
   cfg.seed = config.seed
   cfg.base_checkpoint = base
   cfg.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
@@ -398,13 +380,8 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   data_dir = data_dir_of(config, workdir, base)
 
   # Data: windows of L + 1 poses.
-  train_iterator = iter(pipeline.train_dataset(
-      data_dir, split=config.data.train_split, seq_len=config.data.seq_len + 1,
-      batch_size=mesh_lib.local_batch_size(config.data.batch_size, mesh,
-                                           "config.data.batch_size"),
-      seed=config.seed, shard_index=jax.process_index(),
-      shard_count=jax.process_count(), num_workers=config.data.num_workers,
-      hands=hands))
+  train_iterator = pretrain.train_iterator(config, data_dir, mesh, hands,
+                                          seq_len=config.data.seq_len + 1)
   val_batches = _eval_batches(config, data_dir, mesh, hands,
                               config.eval.val_batches)
 

@@ -60,6 +60,7 @@ from absl import logging
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import geometry
+from motiongrpo_jax.body import skeleton
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
@@ -72,7 +73,7 @@ OUTPUT_FILE = "outputs.npz"
 RENDER_KINDS = ("gif", "mp4", "html", "none")
 # Fewest input poses (N = T + 1): T >= 4 output frames.
 MIN_POSES = 5
-NUM_JOINTS = 22
+NUM_JOINTS = len(skeleton.JOINT_NAMES)  # 22: pelvis + 21 body joints
 NUM_HAND_JOINTS_PER_SIDE = 15
 # A critic training workdir holds this file (modes/critic.py).
 _CRITIC_CONFIG_FILE = "critic_config.json"
@@ -328,8 +329,8 @@ def pose_samples(x0: jax.Array, Ts_world_cpf: jax.Array,
         lead + (2 * NUM_HAND_JOINTS_PER_SIDE, 4))
   cpf = jnp.broadcast_to(Ts_world_cpf, lead + (7,))
   root = body.T_world_root_from_cpf(fields.betas, cpf, quats)
-  joints = body.forward_kinematics(fields.betas, root, quats,
-                                   hand_quats if hands else None)
+  # Hands hang off the wrists: joints 0..21 do not depend on them.
+  joints = body.forward_kinematics(fields.betas, root, quats)
   return PosedSamples(
       Ts_world_root=root, body_quats=quats,
       left_hand_quats=hand_quats[..., :NUM_HAND_JOINTS_PER_SIDE, :],

@@ -204,6 +204,31 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Pat
   return data_dir
 
 
+def train_iterator(config: ml_collections.ConfigDict, data_dir: str,
+                   mesh: jax.sharding.Mesh,
+                   hands: bool, seq_len: int | None = None):
+  """This process's shard of random training windows (`config.data`).
+
+  Args:
+    config: a training config (`data.*` and `seed`).
+    data_dir: the dataset directory.
+    mesh: the device mesh (the local batch is this process's share).
+    hands: whether batches carry hand rotations.
+    seq_len: frames per window (default `config.data.seq_len`).
+
+  Returns:
+    A checkpointable iterator of local batches.
+  """
+  return iter(pipeline.train_dataset(
+      data_dir, split=config.data.train_split,
+      seq_len=seq_len or config.data.seq_len,
+      batch_size=mesh_lib.local_batch_size(config.data.batch_size, mesh,
+                                           "config.data.batch_size"),
+      seed=config.seed, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), num_workers=config.data.num_workers,
+      hands=hands))
+
+
 def _write_model_config(workdir: str, model_config: denoiser_lib.DenoiserConfig) -> None:
   """`WORKDIR/model_config.json`; an error if the workdir has another one."""
   path = pathlib.Path(workdir) / params_io.CONFIG_FILE
@@ -295,13 +320,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   # --- (2) Data.
   data_dir = prepare_data(config, workdir)
   hands = model_config.include_hands
-  train_iterator = iter(pipeline.train_dataset(
-      data_dir, split=config.data.train_split, seq_len=config.data.seq_len,
-      batch_size=mesh_lib.local_batch_size(config.data.batch_size, mesh,
-                                           "config.data.batch_size"),
-      seed=config.seed, shard_index=jax.process_index(),
-      shard_count=jax.process_count(), num_workers=config.data.num_workers,
-      hands=hands))
+  batches = train_iterator(config, data_dir, mesh, hands)
   val_batches = _val_batches(config, data_dir, mesh, hands)
 
   # --- (3) Model, optimiser, loss, steps.
@@ -329,7 +348,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   # --- (4) The loop.
   result = loop.run(config.train, workdir=workdir, mesh=mesh, init_fn=init_fn,
                     abstract_fn=abstract_fn, train_step=train_step,
-                    train_iterator=train_iterator, evaluate=evaluate)
+                    train_iterator=batches, evaluate=evaluate)
   logging.info("pretrain %s: %s at step %d after %.1f s; validation %s",
                config.variant, "preempted" if result.preempted else "finished",
                int(result.state.step), result.wall_seconds,

@@ -21,17 +21,14 @@ are the cost of one sampler step on the same rows × the number of steps.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import jaxlie
-import ml_collections
 import numpy as np
 
-import motiongrpo_jax
+from motiongrpo_jax import config_sections
 from motiongrpo_jax import geometry
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.diffusion import sampler as sampler_lib
@@ -44,18 +41,7 @@ TINY_MODEL = dict(d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
                   encoder_layers=1, decoder_layers=1, include_hands=False)
 
 
-def load_config(name: str, variant: str) -> ml_collections.ConfigDict:
-  """`configs/<name>.py:<variant>` of the repository."""
-  path = (pathlib.Path(motiongrpo_jax.__file__).resolve().parents[1]
-          / "configs" / f"{name}.py")
-  if not path.exists():
-    raise FileNotFoundError(
-        f"bench: {path} not found; the benchmarks read the repository's "
-        "configs/ directory (run them from a source checkout)")
-  spec = importlib.util.spec_from_file_location(f"_bench_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+load_config = config_sections.load
 
 
 def denoiser_for(size: str) -> denoiser_lib.DenoiserConfig:
