@@ -138,7 +138,7 @@ def umeyama(
   return scale, rot, trans
 
 
-def _apply_similarity(
+def apply_similarity(
     s: jax.Array, rot: jax.Array, t: jax.Array, points: jax.Array) -> jax.Array:
   """s·R·p + t for points (..., N, 3)."""
   return (s[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, points)
@@ -189,7 +189,7 @@ def pampjpe(
     (...) PA-MPJPE per sequence, mm.
   """
   _check_same_shape("pampjpe", pred_joints, gt_joints)
-  aligned = _apply_similarity(*umeyama(pred_joints, gt_joints), pred_joints)
+  aligned = apply_similarity(*umeyama(pred_joints, gt_joints), pred_joints)
   return mpjpe(aligned, gt_joints, mask)
 
 
@@ -220,7 +220,7 @@ def pampjpe_egoallo_compat(
     (...) EgoAllo-convention PA-MPJPE per sequence, mm.
   """
   _check_same_shape("pampjpe_egoallo_compat", pred_joints, gt_joints)
-  aligned_gt = _apply_similarity(*umeyama(gt_joints, pred_joints), gt_joints)
+  aligned_gt = apply_similarity(*umeyama(gt_joints, pred_joints), gt_joints)
   return mpjpe(pred_joints, aligned_gt, mask)
 
 

@@ -188,9 +188,7 @@ def _rotation_error(pred: jax.Array, gt: jax.Array, kind: str) -> jax.Array:
 
 def _procrustes_aligned(pred: jax.Array, gt: jax.Array) -> jax.Array:
   """Per frame, `pred (..., J, 3)` moved onto `gt` by a similarity."""
-  scale, rot, trans = metrics.umeyama(pred, gt)
-  return (scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, pred)
-          + trans[..., None, :])
+  return metrics.apply_similarity(*metrics.umeyama(pred, gt), pred)
 
 
 def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,

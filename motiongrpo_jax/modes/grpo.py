@@ -148,6 +148,13 @@ def with_overrides(config: ml_collections.ConfigDict,
   return out
 
 
+def _needs_critic(config: ml_collections.ConfigDict,
+                  settings: list[str]) -> bool:
+  """Whether the run, or any of its ablation settings, uses the critic."""
+  return config.reward.weight_vis > 0 or any(
+      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+
+
 def validate(config: ml_collections.ConfigDict,
              num_devices: int | None = None) -> None:
   """Fails at start-up, naming the field, on an impossible config."""
@@ -184,8 +191,7 @@ def validate(config: ml_collections.ConfigDict,
   if config.body.model == "smplh" and not config.body.smplh_npz:
     raise ValueError("config.body.model='smplh' needs config.body.smplh_npz")
   settings = ablation_settings(config)
-  needs_critic = config.reward.weight_vis > 0 or any(
-      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+  needs_critic = _needs_critic(config, settings)
   if not config.init_checkpoint and not config.bootstrap.enabled:
     raise ValueError("config.init_checkpoint is empty: name the base denoiser "
                      "(a pretrain workdir, a model directory or an EgoAllo "
@@ -515,8 +521,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = mesh_lib.make_mesh()
   validate(config, mesh.devices.size)
   settings = ablation_settings(config)
-  needs_critic = config.reward.weight_vis > 0 or any(
-      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+  needs_critic = _needs_critic(config, settings)
 
   # --- (2) Base policy and critic.
   base = config.init_checkpoint or bootstrap_base(config, workdir)
