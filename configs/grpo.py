@@ -138,8 +138,15 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.reward.omega_vis = 1.0
   # Local rotation error: "l1" (the paper's) or "geodesic".
   config.reward.rotation_error = "l1"
-  # ε of the group normalisation (r − mean)/(std + ε).
-  config.reward.eps = 1e-4
+  # Advantages: "sum" normalises the weighted raw sum once; "per_reward"
+  # normalises each sub-reward (a near-constant one is blown up to full
+  # weight). Chosen by measurement: README, "GRPO recipe".
+  config.reward.normalisation = "sum"
+  # Scale of the normalisation: the group's std, or the "batch" std of the
+  # group-centred rewards (flat groups then get small advantages).
+  config.reward.std_scope = "batch"
+  # Lower bound of that scale (bounds the amplification of noise).
+  config.reward.std_floor = 1e-3
   # Advantages are clipped to [−A_max, A_max].
   config.reward.advantage_clip = 5.0
 
@@ -149,13 +156,15 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.objective.clip_range = 0.2
   # β of the exact Gaussian KL to the frozen base policy (0: off).
   config.objective.kl_beta = 0.0
-  # Steps trained per iteration: 0 = all with σ > 0, else a random subset.
+  # Steps eligible for training: the first N with σ > 0, the noisiest (0: all).
+  config.objective.train_window = 0
+  # Steps trained per iteration: 0 = all eligible, else a random subset.
   config.objective.num_train_steps = 0
   # Rematerialise each step's network call (memory flat in trained steps).
   config.objective.remat = True
-  # p of the per-step log-ratio weights (σ_k/σ_rms)^p: 0 = the exact ratio;
-  # 2 removes the 1/σ² amplification of the low-noise steps.
-  config.objective.sigma_power = 0.0
+  # Per-step log-ratio weights: "none" (the exact ratio) or "score" (w_k ∝
+  # σ_k/a_k: every step's score on the same scale; `grpo/objective.py`).
+  config.objective.step_weighting = "score"
   # Passes over an iteration's samples.
   config.objective.num_epochs = 1
   # Optimiser updates per epoch.

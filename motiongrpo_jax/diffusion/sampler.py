@@ -203,7 +203,8 @@ def timesteps(config: SamplerConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _coefficients(config: SamplerConfig) -> schedule_lib.StepCoefficients:
+def step_coefficients(config: SamplerConfig) -> schedule_lib.StepCoefficients:
+  """The float64 per-step coefficients of the sampler's schedule."""
   schedule = schedule_lib.cosine_schedule(config.max_t)
   return schedule_lib.step_coefficients(schedule, timesteps(config),
                                         kind=config.update, eta=config.eta)
@@ -211,7 +212,7 @@ def _coefficients(config: SamplerConfig) -> schedule_lib.StepCoefficients:
 
 def step_constants(config: SamplerConfig) -> StepConstants:
   """(S,)-stacked float32 step constants (computed in float64, then cast)."""
-  c = _coefficients(config.validate())
+  c = step_coefficients(config.validate())
   positive = c.sigma > 0
   safe = np.where(positive, c.sigma, 1.0)
   inv_var = np.where(positive, 1.0 / safe**2, 0.0)

@@ -19,7 +19,7 @@ steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -35,49 +35,82 @@ class ObjectiveConfig:
   clip_range: float = 0.2
   # β of the KL to the frozen base policy (0: no KL, no reference forward).
   kl_beta: float = 0.0
-  # Steps trained per iteration: 0 = every step with σ > 0, else a random
+  # Steps eligible for training: the first `train_window` steps with σ > 0
+  # (the noisiest, where the sample is decided; 0: all of them).
+  train_window: int = 0
+  # Steps trained per iteration: 0 = every eligible step, else a random
   # subset of this many (drawn anew each iteration).
   num_train_steps: int = 0
   # Rematerialise each step's network call in the backward pass.
   remat: bool = True
-  # p in the per-step weight w_k = (σ_k / σ_rms)^p of the log-ratios (σ_rms
-  # over the sampler's steps with σ > 0). 0: the exact ratio (the paper's).
-  # A step's score (x' − μ)ᵀ∇μ/σ² grows like 1/σ while its noise barely
-  # moves the final sample; p = 2 makes every step's term an
-  # advantage-weighted regression of μ onto x' (no 1/σ² amplification).
-  sigma_power: float = 0.0
+  # Per-step weight w_k of the log-ratios. A step's score εᵀ∇μ/σ scales like
+  # a_k/σ_k (a_k = the x̂0 coefficient of μ): 0.3 at EgoAllo's first step,
+  # ~200 at its last, so unweighted ("none", the exact ratio) the low-noise
+  # steps that decide almost nothing dominate the gradient. "score":
+  # w_k = c·σ_k/a_k equalises the steps (c keeps the summed gradient
+  # variance of the eligible steps unchanged).
+  step_weighting: Literal["none", "score"] = "score"
 
   def validate(self, num_trainable: int | None = None) -> "ObjectiveConfig":
     """Raises ValueError naming the option for an impossible value."""
     if not 0 < self.clip_range < 1:
       raise ValueError(f"objective.clip_range={self.clip_range}: expected in "
                        "(0, 1)")
-    if self.sigma_power < 0:
-      raise ValueError(f"objective.sigma_power={self.sigma_power}: expected "
-                       ">= 0")
+    if self.step_weighting not in ("none", "score"):
+      raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
+                       "expected 'none' or 'score'")
+    if self.train_window < 0 or (
+        num_trainable is not None and self.train_window > num_trainable):
+      raise ValueError(
+          f"objective.train_window={self.train_window}: expected 0 (all) or "
+          f"1..{num_trainable} (the sampler's steps with σ > 0)")
+    eligible = self.train_window or num_trainable
     if self.kl_beta < 0:
       raise ValueError(f"objective.kl_beta={self.kl_beta}: expected >= 0")
     if self.num_train_steps < 0 or (
-        num_trainable is not None and self.num_train_steps > num_trainable):
+        eligible is not None and self.num_train_steps > eligible):
       raise ValueError(
           f"objective.num_train_steps={self.num_train_steps}: expected 0 (all)"
-          f" or 1..{num_trainable} (the sampler's steps with σ > 0)")
+          f" or 1..{eligible} (the eligible steps with σ > 0)")
     return self
 
 
-def trainable_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
-  """(S′,) int32 indices of the sampler steps with σ > 0 (static)."""
+def trainable_steps(config: sampler_lib.SamplerConfig,
+                    train_window: int = 0) -> np.ndarray:
+  """(S′,) int32 indices of the eligible sampler steps: those with σ > 0, the
+  first `train_window` of them when it is > 0 (static)."""
   sigma = np.asarray(sampler_lib.step_constants(config).sigma)
-  return np.nonzero(sigma > 0)[0].astype(np.int32)
+  steps = np.nonzero(sigma > 0)[0].astype(np.int32)
+  return steps[:train_window] if train_window else steps
 
 
-def step_weights(config: sampler_lib.SamplerConfig,
-                 sigma_power: float) -> np.ndarray:
-  """(S,) float32 log-ratio weights (σ_k / σ_rms)^p; 0 where σ = 0."""
-  sigma = np.asarray(sampler_lib.step_constants(config).sigma, np.float64)
-  positive = sigma > 0
-  rms = np.sqrt(np.mean(np.square(sigma[positive])))
-  weights = np.where(positive, (sigma / rms)**sigma_power, 0.0)
+def score_scale(config: sampler_lib.SamplerConfig) -> np.ndarray:
+  """(S,) float64 |a_k|/σ_k, the scale of step k's score (0 where σ = 0).
+
+  μ = c_x0·x̂0 + c_dir·(x_t − c_xt·x̂0)/denom, so ∂μ/∂x̂0 = a_k =
+  c_x0 − c_dir·c_xt/denom, and ∇log π = εᵀ·a_k·∇x̂0/σ_k.
+  """
+  c = sampler_lib.step_coefficients(config)
+  a = c.c_x0 - c.c_dir * c.c_xt / c.denom
+  positive = c.sigma > 0
+  return np.where(positive, np.abs(a) / np.where(positive, c.sigma, 1.0), 0.0)
+
+
+def step_weights(config: sampler_lib.SamplerConfig, weighting: str,
+                 train_window: int = 0) -> np.ndarray:
+  """(S,) float32 log-ratio weights (`ObjectiveConfig.step_weighting`).
+
+  "none": 1 where σ > 0. "score": w_k = c/scale_k with c the RMS of the
+  scales over the eligible steps, so every step's weighted score has the
+  scale c and the eligible steps' summed gradient variance is unchanged.
+  0 where σ = 0.
+  """
+  scale = score_scale(config)
+  if weighting == "none":
+    return (scale > 0).astype(np.float32)
+  eligible = trainable_steps(config, train_window)
+  c = np.sqrt(np.mean(np.square(scale[eligible])))
+  weights = np.where(scale > 0, c / np.where(scale > 0, scale, 1.0), 0.0)
   return weights.astype(np.float32)
 
 

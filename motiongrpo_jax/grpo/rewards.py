@@ -19,15 +19,24 @@ and the CLEAN head trajectory (never the noisy condition a member saw):
     (optional; weight 0 switches it off and no critic is needed).
 
 Advantages (GRPO), for rewards r of shape (B, G) (B groups of G members):
-  1. per sub-reward k: r̃_k = (r_k − mean_g r_k) / (std_g r_k + ε), with the
-     population std (ddof 0) over the group;
-  2. A = Σ_k w_k·r̃_k over the sub-rewards with w_k ≠ 0;
-  3. A ← clip(A, −A_max, A_max).
+  * `normalisation="sum"` (default): the raw hybrid reward
+    h = Σ_k w_k·r_k / Σ_k w_k is centred within its group, c = h − mean_g h,
+    and divided once by a scale s: A = c / max(s, std_floor);
+  * `normalisation="per_reward"`: each sub-reward is centred and scaled
+    alone, r̃_k = c_k / max(s_k, std_floor), and A = Σ_k w_k·r̃_k (a
+    near-constant sub-reward, e.g. the critic's, is blown up to full weight);
+  * the scale s is the group's own std (`std_scope="group"`, ddof 0) or the
+    std of the centred values over the whole batch (`"batch"`, all devices):
+    with "batch", a group whose members barely differ gets small advantages
+    instead of unit ones; `std_floor` bounds the amplification of round-off
+    and noise in any case;
+  * A ← clip(A, −A_max, A_max), after the normalisation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -62,8 +71,13 @@ class RewardConfig:
   omega_vis: float = 1.0
   # Local rotation error: "l1" (rotation matrices) or "geodesic" (radians).
   rotation_error: Literal["l1", "geodesic"] = "l1"
-  # ε in (r − mean_g)/(std_g + ε).
-  eps: float = 1e-4
+  # "sum": normalise the weighted raw sum once; "per_reward": each sub-reward.
+  normalisation: Literal["sum", "per_reward"] = "sum"
+  # Scale of the normalisation: "group" std, or "batch" std of the centred
+  # rewards (over all groups and devices).
+  std_scope: Literal["group", "batch"] = "batch"
+  # Lower bound of that scale (units of the normalised reward).
+  std_floor: float = 1e-3
   # A_max: advantages are clipped to [−A_max, A_max].
   advantage_clip: float = 5.0
   # Frames per second (velocities).
@@ -95,10 +109,16 @@ class RewardConfig:
     if not self.active:
       raise ValueError("reward: every weight is 0; at least one sub-reward "
                        "must count")
-    if self.eps <= 0 or self.advantage_clip <= 0 or self.fps <= 0:
-      raise ValueError("reward.eps, reward.advantage_clip and reward.fps must "
-                       f"be > 0, got {self.eps}, {self.advantage_clip}, "
-                       f"{self.fps}")
+    if self.normalisation not in ("sum", "per_reward"):
+      raise ValueError(f"reward.normalisation={self.normalisation!r}: expected "
+                       "'sum' or 'per_reward'")
+    if self.std_scope not in ("group", "batch"):
+      raise ValueError(f"reward.std_scope={self.std_scope!r}: expected "
+                       "'group' or 'batch'")
+    if self.std_floor <= 0 or self.advantage_clip <= 0 or self.fps <= 0:
+      raise ValueError("reward.std_floor, reward.advantage_clip and reward.fps "
+                       f"must be > 0, got {self.std_floor}, "
+                       f"{self.advantage_clip}, {self.fps}")
     return self
 
 
@@ -253,37 +273,59 @@ def hybrid(rewards: dict[str, jax.Array], config: RewardConfig) -> jax.Array:
   return total / sum(config.weight(n) for n in active)
 
 
-def group_normalise(rewards: jax.Array, eps: float) -> jax.Array:
-  """(r − mean_g r)/(std_g r + ε) over the group axis of (B, G)."""
-  mean = jnp.mean(rewards, axis=-1, keepdims=True)  # shape [B, 1]
-  std = jnp.std(rewards, axis=-1, keepdims=True)  # shape [B, 1]
-  return (rewards - mean) / (std + eps)
+def group_normalise(rewards: jax.Array, std_floor: float,
+                    scope: str = "group",
+                    axis_name: str | None = None) -> jax.Array:
+  """(r − mean_g r) / max(s, std_floor) for rewards of shape (B, G).
+
+  Args:
+    rewards: (B, G) one reward per member.
+    std_floor: lower bound of the scale s.
+    scope: "group": s = std over the group (ddof 0); "batch": s = the root
+      mean square of the centred rewards over the batch (and over the devices
+      of `axis_name`, which must each hold the same number of groups).
+    axis_name: the data-parallel axis for scope "batch" inside `shard_map`.
+
+  Returns:
+    (B, G) normalised rewards.
+  """
+  centred = rewards - jnp.mean(rewards, axis=-1, keepdims=True)  # shape [B, G]
+  if scope == "group":
+    scale = jnp.sqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True))
+  else:
+    mean_square = jnp.mean(jnp.square(centred))
+    if axis_name is not None:
+      mean_square = jax.lax.pmean(mean_square, axis_name)
+    scale = jnp.sqrt(mean_square)
+  return centred / jnp.maximum(scale, std_floor)
 
 
-def advantages(rewards: dict[str, jax.Array], config: RewardConfig
+def advantages(rewards: dict[str, jax.Array], config: RewardConfig,
+               axis_name: str | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """GRPO advantages from sub-rewards of shape (B, G).
-
-  Steps (module docstring): (1) normalise each active sub-reward within its
-  group; (2) weighted sum; (3) clip.
+  """GRPO advantages from sub-rewards of shape (B, G) (module docstring).
 
   Args:
     rewards: {name: (B, G)}; must hold every sub-reward with a non-zero
       weight.
-    config: weights, ε and the clip.
+    config: weights, normalisation, floor and clip.
+    axis_name: the data-parallel axis (`std_scope="batch"` under shard_map).
 
   Returns:
-    (A (B, G), {name: (B, G) normalised sub-reward}).
+    (A (B, G), {name: (B, G) normalised value}): the normalised hybrid reward
+    ("hybrid") or each normalised sub-reward, before the clip.
   """
   missing = [n for n in config.active if n not in rewards]
   if missing:
     raise ValueError(f"advantages: no values for the weighted sub-rewards "
                      f"{missing}")
-  # --- (1) per-sub-reward group normalisation.
-  normalised = {n: group_normalise(rewards[n], config.eps)  # shape [B, G]
-                for n in config.active}
-  # --- (2) weighted sum.
-  total = sum(config.weight(n) * normalised[n] for n in config.active)
-  # --- (3) clip.
+  norm = functools.partial(group_normalise, std_floor=config.std_floor,
+                           scope=config.std_scope, axis_name=axis_name)
+  if config.normalisation == "sum":
+    normalised = {"hybrid": norm(hybrid(rewards, config))}
+    total = normalised["hybrid"]
+  else:
+    normalised = {n: norm(rewards[n]) for n in config.active}
+    total = sum(config.weight(n) * normalised[n] for n in config.active)
   clipped = jnp.clip(total, -config.advantage_clip, config.advantage_clip)
   return clipped, normalised

@@ -238,9 +238,11 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
                      "(config.critic_checkpoint)")
   use_kl = config.objective.kl_beta > 0
-  trainable = objective.trainable_steps(config.sampler)
+  trainable = objective.trainable_steps(config.sampler,
+                                       config.objective.train_window)
   weights = objective.step_weights(config.sampler,
-                                   config.objective.sigma_power)
+                                   config.objective.step_weighting,
+                                   config.objective.train_window)
   group = config.group.group_size
   num_mb, num_micro = config.num_minibatches, config.num_microbatches
   num_updates = config.num_epochs * num_mb
@@ -273,7 +275,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     # --- (2) rewards, advantages, group diagnostics.
     rewards, posed = score_samples(rollout.samples, batch, body,
                                    config.reward, score_fn, critic_params)
-    advantages, _ = rewards_lib.advantages(rewards, config.reward)
+    advantages, _ = rewards_lib.advantages(rewards, config.reward,
+                                           axis_name=DATA_AXIS)
     metrics = diagnostics.group_diagnostics(
         rewards, advantages, posed.joints, rollout.mask, config.reward,
         config.zero_advantage_threshold)  # per device; pmean'd below

@@ -119,12 +119,13 @@ def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
           weight_vis=r.weight_vis, omega_rot=r.omega_rot,
           omega_pos=r.omega_pos, omega_pa_pos=r.omega_pa_pos,
           omega_vel=r.omega_vel, omega_vis=r.omega_vis,
-          rotation_error=r.rotation_error, eps=r.eps,
+          rotation_error=r.rotation_error, normalisation=r.normalisation,
+          std_scope=r.std_scope, std_floor=r.std_floor,
           advantage_clip=r.advantage_clip, fps=config.data.fps),
       objective=objective.ObjectiveConfig(
           clip_range=o.clip_range, kl_beta=o.kl_beta,
-          num_train_steps=o.num_train_steps, remat=o.remat,
-          sigma_power=o.sigma_power),
+          train_window=o.train_window, num_train_steps=o.num_train_steps,
+          remat=o.remat, step_weighting=o.step_weighting),
       num_epochs=o.num_epochs, num_minibatches=o.num_minibatches,
       num_microbatches=o.num_microbatches,
       zero_advantage_threshold=o.zero_advantage_threshold)

@@ -105,9 +105,11 @@ def make_phases(apply_fn, config: update_lib.UpdateConfig,
       old_log_probs (N, K), advantages (N,));
     optimizer(state, grads) -> state (the AdamW step alone, for its FLOPs).
   """
-  trainable = objective.trainable_steps(config.sampler)
+  trainable = objective.trainable_steps(config.sampler,
+                                       config.objective.train_window)
   weights = jnp.asarray(objective.step_weights(
-      config.sampler, config.objective.sigma_power))
+      config.sampler, config.objective.step_weighting,
+      config.objective.train_window))
 
   @jax.jit
   def rollout(params, batch, key):

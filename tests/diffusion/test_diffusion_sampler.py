@@ -114,7 +114,7 @@ def test_log_prob_closed_form():
   x_t, x0, x_next = (rng.normal(size=shape).astype(np.float32) for _ in range(3))
   index = 12
   consts = _step_constants(index)
-  coeffs = sampler._coefficients(CONFIG)
+  coeffs = sampler.step_coefficients(CONFIG)
   mask = np.ones(shape[:2], bool)
   mask[1, 7:] = False
   mask[2, :] = False
@@ -162,7 +162,7 @@ def test_log_prob_difference_closed_form():
   shape = (2, 128, 496)
   index = 20
   consts = _step_constants(index)
-  sigma = float(sampler._coefficients(CONFIG).sigma[index])
+  sigma = float(sampler.step_coefficients(CONFIG).sigma[index])
   mean_old = rng.normal(size=shape).astype(np.float32)
   mean_new = mean_old + (1e-4 * rng.normal(size=shape)).astype(np.float32)
   x_next = (mean_old + sigma * rng.normal(size=shape)).astype(np.float32)

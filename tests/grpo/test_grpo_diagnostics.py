@@ -44,9 +44,10 @@ def test_group_diagnostics_on_a_collapsed_and_a_spread_group():
                              rtol=1e-6)
   np.testing.assert_allclose(out["reward/hybrid_group_std"],
                              np.std([0.1, 0.4, 0.7]) / 2, rtol=1e-5)
-  # The flat group's advantages are float32 rounding of the mean (~3e-8)
-  # amplified by 1/ε = 1e4 over 4 sub-rewards: ~1e-3, not exactly 0. The
-  # spread group's are 4 × (−1.2247, 0, 1.2247).
-  np.testing.assert_allclose(advantages[0], 0.0, atol=2e-3)
+  # The hybrid reward is normalised once by the batch RMS of the centred
+  # values, √((0.09 + 0.09)/6) = 0.1732: the flat group's advantages are
+  # float32 rounding of its mean (~3e-8) / 0.17, the spread group's
+  # (−0.3, 0, 0.3)/0.1732.
+  np.testing.assert_allclose(advantages[0], 0.0, atol=1e-6)
   np.testing.assert_allclose(
-      advantages[1], 4 * np.array([-1.2247, 0.0, 1.2247]), atol=2e-3)
+      advantages[1], np.array([-1.7321, 0.0, 1.7321]), atol=1e-4)

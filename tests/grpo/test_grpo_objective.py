@@ -1,11 +1,14 @@
 """The clipped GRPO objective: values and gradients on hand-built ratios."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from motiongrpo_jax.diffusion import sampler
+from motiongrpo_jax.diffusion import schedule as schedule_lib
 from motiongrpo_jax.grpo import objective
 
 CONFIG = objective.ObjectiveConfig(clip_range=0.2)
@@ -102,3 +105,41 @@ def test_trained_steps_all_and_random_subset():
     objective.ObjectiveConfig(num_train_steps=30).validate(len(trainable))
   with pytest.raises(ValueError, match="clip_range"):
     objective.ObjectiveConfig(clip_range=1.5).validate()
+
+
+def test_train_window_keeps_the_noisiest_steps():
+  config = sampler.SamplerConfig(num_steps=30)
+  np.testing.assert_array_equal(objective.trainable_steps(config, 6),
+                                np.arange(6))
+  subset = np.asarray(objective.select_steps(
+      jax.random.key(0), objective.trainable_steps(config, 6), 3))
+  assert set(subset.tolist()) <= set(range(6))
+  objective.ObjectiveConfig(train_window=6, num_train_steps=6).validate(29)
+  with pytest.raises(ValueError, match="num_train_steps=7"):
+    objective.ObjectiveConfig(train_window=6, num_train_steps=7).validate(29)
+  with pytest.raises(ValueError, match="train_window=30"):
+    objective.ObjectiveConfig(train_window=30).validate(29)
+
+
+def test_score_scale_and_weights_by_hand():
+  """a_k/σ_k from the schedule's ᾱ by hand, and weights c·σ_k/a_k."""
+  config = sampler.SamplerConfig(num_steps=30)
+  scale = objective.score_scale(config)
+  sched = schedule_lib.cosine_schedule()
+  ts = schedule_lib.quadratic_ts(30)
+  k = 10  # t = 400 → 361
+  ab, ab_next = sched.alpha_bar[ts[k]], sched.alpha_bar[ts[k + 1]]
+  sigma = 0.8 * math.sqrt((1 - sched.alpha_bar[ts[k] - 1]) / (1 - ab)
+                          * (1 - sched.alpha[ts[k]]))
+  a = (math.sqrt(ab_next) - math.sqrt(1 - ab_next - sigma**2) * math.sqrt(ab)
+       / math.sqrt(1 - ab + 0.1))
+  assert scale[k] == pytest.approx(a / sigma, rel=1e-9)
+  assert scale[-1] == 0  # σ = 0
+  none = objective.step_weights(config, "none")
+  np.testing.assert_array_equal(none, np.r_[np.ones(29), 0.0])
+  w = objective.step_weights(config, "score", train_window=8)
+  c = math.sqrt(np.mean(scale[:8]**2))
+  np.testing.assert_allclose(w[:29], c / scale[:29], rtol=1e-6)
+  # Every weighted step's score has the same scale c.
+  np.testing.assert_allclose(w[:29] * scale[:29], c, rtol=1e-6)
+  assert w[-1] == 0

@@ -32,33 +32,73 @@ def _motion(seed=0, frames=6):
 
 
 def test_group_normalise_by_hand():
-  r = jnp.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
-  out = np.asarray(rewards.group_normalise(r, 1e-4))
+  r = jnp.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [0.0, 0.0, 0.003]])
+  out = np.asarray(rewards.group_normalise(r, 1e-2, "group"))
   std = math.sqrt(2.0 / 3.0)
-  np.testing.assert_allclose(out[0], [-1 / (std + 1e-4), 0, 1 / (std + 1e-4)],
-                             rtol=1e-6)
+  np.testing.assert_allclose(out[0], [-1 / std, 0, 1 / std], rtol=1e-6)
   np.testing.assert_array_equal(out[1], [0, 0, 0])
+  # A flat group (std √2·0.001 < the floor 0.01) is divided by the floor.
+  np.testing.assert_allclose(out[2], [-0.1, -0.1, 0.2], rtol=1e-5)
+  # "batch": one scale, the RMS of all centred rewards: √((2 + 0 + 6e-6)/9).
+  batch = np.asarray(rewards.group_normalise(r, 1e-2, "batch"))
+  scale = math.sqrt((2.0 + 6e-6) / 9.0)
+  np.testing.assert_allclose(batch[0], [-1 / scale, 0, 1 / scale], rtol=1e-5)
+  np.testing.assert_allclose(batch[2], np.array([-1, -1, 2]) * 1e-3 / scale,
+                             rtol=1e-4)
 
 
-def test_advantages_weighted_sum_and_clip_by_hand():
+def test_batch_scale_spans_devices():
+  """Under shard_map the "batch" scale is the RMS over every device."""
+  r = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.003]])
+  whole = rewards.group_normalise(r, 1e-2, "batch")
+  per_device = jax.vmap(
+      lambda x: rewards.group_normalise(x, 1e-2, "batch", axis_name="d"),
+      axis_name="d")(r[:, None])
+  np.testing.assert_allclose(np.asarray(per_device)[:, 0], whole, rtol=1e-6)
+
+
+def test_advantages_per_reward_sum_and_clip_by_hand():
   config = rewards.RewardConfig(weight_rot=2.0, weight_pos=0.5,
                                 weight_pa_pos=0.0, weight_vel=0.0,
-                                eps=1e-4, advantage_clip=2.5)
+                                normalisation="per_reward", std_scope="group",
+                                std_floor=1e-4, advantage_clip=2.5)
   r = {"rot": jnp.array([[0.1, 0.2, 0.3, 0.4]]),
        "pos": jnp.array([[1.0, 1.0, 1.0, 3.0]]),
        "pa_pos": jnp.array([[9.0, 0.0, 0.0, 0.0]])}  # weight 0: ignored
   adv, norm = rewards.advantages(r, config)
   # rot: mean .25, std √0.0125; pos: mean 1.5, std √0.75.
-  s_rot, s_pos = math.sqrt(0.0125) + 1e-4, math.sqrt(0.75) + 1e-4
-  rot = np.array([-0.15, -0.05, 0.05, 0.15]) / s_rot
-  pos = np.array([-0.5, -0.5, -0.5, 1.5]) / s_pos
+  rot = np.array([-0.15, -0.05, 0.05, 0.15]) / math.sqrt(0.0125)
+  pos = np.array([-0.5, -0.5, -0.5, 1.5]) / math.sqrt(0.75)
   expected = np.clip(2.0 * rot + 0.5 * pos, -2.5, 2.5)
   np.testing.assert_allclose(np.asarray(adv)[0], expected, rtol=1e-5)
   assert set(norm) == {"rot", "pos"}
   # Raw sums −2.97, −1.18, 0.61, 3.55: the outer two are clipped to ∓2.5.
   np.testing.assert_allclose(np.asarray(adv)[0, [0, 3]], [-2.5, 2.5])
-  assert float(adv[0, 1]) == pytest.approx(2 * rot[1] + 0.5 * pos[1], rel=1e-5)
-  assert float(adv[0, 1]) == pytest.approx(-1.1832, abs=1e-3)
+  assert float(adv[0, 1]) == pytest.approx(-1.1833, abs=1e-3)
+
+
+def test_advantages_of_the_weighted_sum_by_hand():
+  """"sum": the raw hybrid Σw·r/Σw normalised once, then clipped."""
+  config = rewards.RewardConfig(weight_rot=3.0, weight_pos=1.0,
+                                weight_pa_pos=0.0, weight_vel=0.0,
+                                std_scope="group", std_floor=1e-3,
+                                advantage_clip=1.2)
+  r = {"rot": jnp.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]]),
+       "pos": jnp.array([[1.0, 1.0, 1.0, 3.0], [0.2, 0.2, 0.2, 0.2008]])}
+  adv, norm = rewards.advantages(r, config)
+  # Group 0: h = (3·rot + pos)/4 = [.325, .4, .475, 1.05]; mean .5625.
+  h = np.array([0.325, 0.4, 0.475, 1.05])
+  a0 = (h - h.mean()) / h.std()
+  np.testing.assert_allclose(np.asarray(norm["hybrid"])[0], a0, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(adv)[0], np.clip(a0, -1.2, 1.2),
+                             rtol=1e-5)
+  # Group 1: h varies by 0.0002 only (std 8.7e-5 < the floor 1e-3): the
+  # advantages stay small instead of being blown up to ±1.7.
+  h1 = np.array([0.0, 0.0, 0.0, 0.0002])
+  # Float32 h ≈ 0.35 carries ~3e-8 per rounding (a few roundings), /1e-3.
+  np.testing.assert_allclose(np.asarray(adv)[1], (h1 - h1.mean()) / 1e-3,
+                             atol=2e-4)
+  assert float(jnp.max(jnp.abs(adv[1]))) < 0.2
 
 
 def test_identical_motion_has_zero_error_and_root_from_cpf():

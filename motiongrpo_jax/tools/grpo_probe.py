@@ -1,0 +1,769 @@
+"""GRPO probe: where is the learning signal, per sampler step? (a measurement)
+
+    python -m motiongrpo_jax.tools.grpo_probe --config=configs/grpo.py:bvh \
+        --config.init_checkpoint=DIR [--config.critic_checkpoint=DIR] \
+        [--config.x.y=…] --output=probe.json [--num_batches=N] \
+        [--resample_draws=M] [--num_eval_batches=E] [--sections=…]
+
+Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
+(`modes/grpo.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
+and measures, with the config's group / sampler / reward options
+(`modes/grpo.update_config`), on the base policy θ (nothing is trained):
+
+1. gradient: policy-gradient signal per trained sampler step (σ_k > 0). On
+   each of `--num_batches` training batches (B head trajectories), two
+   INDEPENDENT rollout sets of G members per trajectory are drawn
+   (`group_sampler.sample_groups`, keys k_A ≠ k_B, the configured condition
+   noise), scored (`update.score_samples`) and given the configured
+   advantages A (`rewards.advantages`). Per set and step k,
+     g_k = ∇θ −mean_n(A_n · log π_θ(x_{k+1} | x_k, c_n))
+   over the N = B·G samples (`objective.rescore_steps` with steps = [k],
+   log-probs reduced as `group.log_prob_reduction`): the gradient of the
+   first update of an iteration (ratio 1, nothing clipped) without any
+   per-step weight or training window. Per step ("steps" entries): t_k, σ_k,
+   a_k = c_x0 − c_dir·c_xt/denom (the x̂0 coefficient of the mean
+   μ = a_k·x̂0 + (c_dir/denom)·x_t), a_k/σ_k (the step's score is
+   ∇θ log π = (x' − μ)ᵀ∂μ/∂θ/σ² = (a_k/σ_k)·εᵀ∂x̂0/∂θ, ε ~ N(0, I), for
+   summed log-probs), "grad_norm" ‖g_k‖ (mean over both sets and the
+   batches) and "cosine" cos(g_k^A, g_k^B) between the sets (mean, and
+   "cosine_std" over batches). With g = μ + noise, E[g^A·g^B] = ‖μ‖² and
+   E‖g‖² = ‖μ‖² + tr Σ, so the cosine estimates the fraction of ‖g‖² that
+   is signal: ≈ 0 means the step's gradient is noise. The same for Σ_k g_k
+   over all trained steps ("all_steps") and over the trained steps of the
+   first third of the schedule, k < ⌈S/3⌉ ("first_third").
+2. resample: reward variance caused by one step's noise. One rollout per
+   sequence with the CLEAN condition and recorded noise (S+1, B, L, d)
+   (`sampler.rollout(noise=…)`: noise[0] = x_T, noise[k+1] = step k's ε);
+   for each step k, noise[k+1] alone is redrawn `--resample_draws` (M)
+   times, every other draw kept. Per step: the mean over sequences of the
+   unbiased variance over the M draws of the raw hybrid reward
+   (`rewards.hybrid` of `update.score_samples`) and of the MPJPE (mm²), and
+   √ of the latter (mm). Exactly 0 for a step with σ = 0. The same with
+   only x_T redrawn ("x_T") and with every step's ε redrawn, x_T kept
+   ("all_eps"): the per-step values as a fraction of these say which steps
+   decide the sample.
+3. headroom, on the held-out split (`eval.split`, at most
+   `--num_eval_batches` batches of `eval.batch_size` windows): G samples per
+   window (G = `group.group_size`) with the clean condition; MPJPE and
+   PA-MPJPE (mm, `eval.metrics`, standard convention) as: "single" (mean
+   over samples), "mean_of_g" (error of the average of the G samples' joint
+   positions), "best_of_g" (oracle: per window the min over samples),
+   "worst_of_g" (per window the max), and the gaps best-vs-single and
+   meanG-vs-single in % of single (negative = better than one sample).
+   Means over valid windows (filler windows of the last batch excluded).
+4. critic (only with `reward.weight_vis` > 0 and `config.critic_checkpoint`;
+   `modes/grpo.make_critic`): on the training batches, one group per
+   trajectory, the within-group Spearman ρ between the critic score s and
+   −MPJPE, mean over groups (groups with a constant score are left out and
+   counted), for plain samples (condition noise "none") and for samples with
+   the configured noise; beside it, ρ between each joint sub-reward (rot,
+   pos, pa_pos, vel) and −MPJPE as a reference (pos is ~1 by construction).
+
+The report is ONE JSON line on stdout (also written to `--output`): the
+sections above (`steps`: one entry per sampler step, gradient fields only on
+trained steps), the config's key options (`config`: group, condition noise,
+reward, objective sections, data sizes, checkpoints), the model size, the
+device and the wall time per section. Non-finite numbers are null.
+Everything repeated is jitted once per shape (the step index is traced);
+per-step gradients are ravelled and reduced on the fly (memory: six
+parameter-sized vectors), and `objective.num_microbatches` splits the
+gradient's samples into chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import critic_eval
+from motiongrpo_jax.eval import metrics as metrics_lib
+from motiongrpo_jax.grpo import group_sampler
+from motiongrpo_jax.grpo import objective
+from motiongrpo_jax.grpo import rewards as rewards_lib
+from motiongrpo_jax.grpo import update
+
+SECTIONS = ("gradient", "resample", "headroom", "critic")
+# Independent random streams of the probe, folded into PRNGKey(config.seed).
+_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM = (
+    11, 12, 13, 14)
+
+
+# ----------------------------------------------------------------------------
+# Schedule constants.
+
+
+def schedule_table(config: sampler_lib.SamplerConfig) -> list[dict[str, Any]]:
+  """Per sampler step: index, t, σ, a (x̂0 coefficient of μ), a/σ, trained.
+
+  a_k = c_x0 − c_dir·c_xt/denom, from the float32 step constants the sampler
+  uses (`sampler.step_constants`); a/σ is None where σ = 0.
+  """
+  c = jax.tree.map(lambda v: np.asarray(v, np.float64),
+                   sampler_lib.step_constants(config))
+  a = c.c_x0 - c.c_dir * c.c_xt / c.denom
+  rows = []
+  for k in range(len(c.t)):
+    sigma = float(c.sigma[k])
+    rows.append({"step": k, "t": int(c.t[k]), "sigma": sigma,
+                 "a": float(a[k]),
+                 "a_over_sigma": float(a[k] / sigma) if sigma > 0 else None,
+                 "trained": sigma > 0})
+  return rows
+
+
+def trained_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
+  """(K,) int32 indices of the steps with σ > 0."""
+  sigma = np.asarray(sampler_lib.step_constants(config).sigma)
+  return np.nonzero(sigma > 0)[0].astype(np.int32)
+
+
+def first_third_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
+  """Trained steps of the first third of the schedule, k < ⌈S/3⌉."""
+  steps = trained_steps(config)
+  return steps[steps < math.ceil(config.num_steps / 3)]
+
+
+# ----------------------------------------------------------------------------
+# The probe's jitted pieces.
+
+
+class RolloutSet(NamedTuple):
+  """One rollout set, flattened to N = B·G samples (n = b·G + g)."""
+  xs: jax.Array  # shape [N, S+1, L, d]
+  T_world_cpf: jax.Array  # shape [N, L, 7]
+  T_cpf_tm1_cpf_t: jax.Array  # shape [N, L, 7]
+  mask: jax.Array  # shape [N, L]
+  advantages: jax.Array  # shape [N]
+
+
+def _sequence_keys(key: jax.Array, num: int) -> jax.Array:
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num))
+
+
+def _pairwise_variance(x: jax.Array, axis: int = 1) -> jax.Array:
+  """Unbiased variance along `axis` as Σ_{i<j}(x_i − x_j)²/(M(M−1)): exactly
+  0 when the values are equal."""
+  x = jnp.moveaxis(x, axis, -1)
+  m = x.shape[-1]
+  diff = x[..., :, None] - x[..., None, :]
+  return jnp.sum(jnp.square(diff), axis=(-1, -2)) / (2.0 * m * (m - 1))
+
+
+def _advantages(rewards: dict[str, jax.Array],
+                config: rewards_lib.RewardConfig) -> jax.Array:
+  out = rewards_lib.advantages(rewards, config)
+  return out[0] if isinstance(out, tuple) else out
+
+
+class Probe:
+  """The measurements of one policy (module docstring), jitted once each.
+
+  Args:
+    apply_fn: the denoiser (`sampler.ApplyFn`).
+    config: the GRPO static options (`modes/grpo.update_config`).
+    body: the body model.
+    packed_dim: d.
+    score_fn: the critic (`update.ScoreFn`) or None.
+    critic_params: its parameters.
+    resample_draws: M of the resampling measurement (>= 2).
+    num_microbatches: chunks of the gradient's samples (memory only).
+  """
+
+  def __init__(self, apply_fn: sampler_lib.ApplyFn,
+               config: update.UpdateConfig, body: body_model.BodyModel,
+               packed_dim: int, score_fn: update.ScoreFn | None = None,
+               critic_params: Any = None, resample_draws: int = 4,
+               num_microbatches: int = 1):
+    if resample_draws < 2:
+      raise ValueError(f"--resample_draws={resample_draws}: expected >= 2")
+    if config.reward.weight_vis > 0 and score_fn is None:
+      raise ValueError("reward.weight_vis > 0 needs a critic: give "
+                       "--config.critic_checkpoint or set "
+                       "--config.reward.weight_vis=0")
+    self.apply_fn, self.config, self.body = apply_fn, config, body
+    self.packed_dim = packed_dim
+    self.score_fn, self.critic_params = score_fn, critic_params
+    self.draws = resample_draws
+    self.num_microbatches = max(1, num_microbatches)
+    self.sampler = group_sampler.rollout_config(config.sampler)
+    self.table = schedule_table(self.sampler)
+    self.trained = trained_steps(self.sampler)
+    self.first_third = first_third_steps(self.sampler)
+    # Joint rewards only (critic scores come from `score_fn` directly).
+    self._joint_reward = dataclasses.replace(config.reward, weight_vis=0.0)
+    self._rollout_set = jax.jit(self._rollout_set_fn)
+    self._grad = jax.jit(self._grad_fn)
+    self._pair = jax.jit(lambda a, b: (jnp.vdot(a, a), jnp.vdot(b, b),
+                                       jnp.vdot(a, b)))
+    self._resample = jax.jit(self._resample_fn)
+    self._headroom = jax.jit(self._headroom_fn)
+    self._critic = jax.jit(self._critic_fn, static_argnums=(4,))
+
+  # --- helpers -------------------------------------------------------------
+
+  def _mpjpe(self, joints: jax.Array, batch: Mapping[str, jax.Array],
+             mask: jax.Array) -> jax.Array:
+    """(B, G) MPJPE (mm) of posed joints (B, G, L, J, 3)."""
+    gt = update.ground_truth(dict(batch), self.body).joints[:, None]
+    gt = jnp.broadcast_to(gt, joints.shape)
+    safe = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+    return metrics_lib.mpjpe(joints, gt,
+                             jnp.broadcast_to(safe[:, None], joints.shape[:3]))
+
+  def _score(self, samples, batch, critic_params):
+    """Raw sub-rewards (B, G) of samples (B, G, L, d), and posed joints."""
+    return update.score_samples(samples, dict(batch), self.body,
+                                self.config.reward, self.score_fn,
+                                critic_params)
+
+  # --- 1. gradient signal -----------------------------------------------------
+
+  def _rollout_set_fn(self, params, batch, key, critic_params):
+    num_seq = batch["T_world_cpf"].shape[0]
+    group = self.config.group.group_size
+    out = group_sampler.sample_groups(
+        self.apply_fn, params, update.group_inputs(batch),
+        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
+        config=self.config.group, sampler_config=self.sampler)
+    rewards, _ = self._score(out.samples, batch, critic_params)
+    adv = _advantages(rewards, self.config.reward)
+    flat = lambda x: x.reshape((num_seq * group,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
+    return RolloutSet(
+        xs=flat(out.xs), T_world_cpf=flat(out.condition.T_world_cpf),
+        T_cpf_tm1_cpf_t=flat(out.condition.T_cpf_tm1_cpf_t),
+        mask=jnp.repeat(out.mask, group, axis=0), advantages=flat(adv))
+
+  def rollout_set(self, params, batch, key) -> RolloutSet:
+    """G rollouts per sequence with the configured noise, and advantages."""
+    return self._rollout_set(params, batch, key, self.critic_params)
+
+  def _grad_fn(self, params, rset: RolloutSet, step):
+    def loss(p):
+      log_probs, _ = objective.rescore_steps(
+          self.apply_fn, p, None, rset.xs,
+          sampler_lib.Condition(rset.T_world_cpf, rset.T_cpf_tm1_cpf_t),
+          rset.mask, step[None], self.sampler, remat=False)
+      return -jnp.mean(rset.advantages * log_probs[:, 0])
+    return ravel_pytree(jax.grad(loss)(params))[0]
+
+  def step_gradient(self, params, rset: RolloutSet, step: int) -> jax.Array:
+    """Flat g_k = ∇θ −mean_n(A_n·log π_θ(x_{k+1}|x_k, c_n)) (float32)."""
+    step = jnp.asarray(step, jnp.int32)
+    num = rset.advantages.shape[0]
+    chunks = self.num_microbatches if num % self.num_microbatches == 0 else 1
+    if chunks == 1:
+      return self._grad(params, rset, step)
+    size = num // chunks
+    total = None
+    for i in range(chunks):
+      part = jax.tree.map(lambda x, i=i: x[i * size:(i + 1) * size], rset)
+      g = self._grad(params, part, step)
+      total = g if total is None else total + g
+    return total / chunks
+
+  def gradient_signal(self, params, set_a: RolloutSet, set_b: RolloutSet
+                      ) -> dict[str, Any]:
+    """Norms and cosines of per-step gradients of two rollout sets.
+
+    Returns:
+      {"steps": {k: {"norm_a", "norm_b", "cosine"}}, "all_steps": {…},
+       "first_third": {…}}; cosine NaN where a norm is 0.
+    """
+    def stats(a, b):
+      aa, bb, ab = (float(v) for v in self._pair(a, b))
+      na, nb = math.sqrt(aa), math.sqrt(bb)
+      cos = ab / (na * nb) if na > 0 and nb > 0 else math.nan
+      return {"norm_a": na, "norm_b": nb, "cosine": cos}
+
+    per_step = {}
+    sums = {"all_steps": [None, None], "first_third": [None, None]}
+    first = set(int(k) for k in self.first_third)
+    for k in self.trained:
+      k = int(k)
+      ga = self.step_gradient(params, set_a, k)
+      gb = ga if set_b is set_a else self.step_gradient(params, set_b, k)
+      per_step[k] = stats(ga, gb)
+      for name in ("all_steps", "first_third"):
+        if name == "first_third" and k not in first:
+          continue
+        acc = sums[name]
+        acc[0] = ga if acc[0] is None else acc[0] + ga
+        acc[1] = gb if acc[1] is None else acc[1] + gb
+    out: dict[str, Any] = {"steps": per_step}
+    for name, (a, b) in sums.items():
+      out[name] = (stats(a, b) if a is not None else
+                   {"norm_a": math.nan, "norm_b": math.nan,
+                    "cosine": math.nan})
+    return out
+
+  # --- 2. resampling variance ---------------------------------------------
+
+  def _resample_fn(self, params, batch, key, select, critic_params):
+    clean = update.clean_condition(batch)
+    mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+    num_seq, seq_len = mask.shape
+    m, dim = self.draws, self.packed_dim
+    num_noise = self.sampler.num_steps + 1
+    k_base, k_fresh = jax.random.split(key)
+    base = jax.random.normal(k_base, (num_noise, num_seq, 1, seq_len, dim))
+    fresh = jax.random.normal(k_fresh, (num_noise, num_seq, m, seq_len, dim))
+    noise = jnp.where(select[:, None, None, None, None], fresh, base)
+    noise = noise.reshape(num_noise, num_seq * m, seq_len, dim)
+    rep = lambda x: jnp.repeat(x, m, axis=0)  # pylint: disable=unnecessary-lambda-assignment
+    out = sampler_lib.rollout(self.apply_fn, params, jax.tree.map(rep, clean),
+                              noise=noise, mask=rep(mask), config=self.sampler)
+    samples = out.xs[-1].reshape(num_seq, m, seq_len, dim)
+    rewards, posed = self._score(samples, batch, critic_params)
+    hybrid = rewards_lib.hybrid(rewards, self.config.reward)  # shape [B, M]
+    mpjpe = self._mpjpe(posed.joints, batch, mask)  # shape [B, M]
+    return {"reward_var": _pairwise_variance(hybrid),
+            "mpjpe_var_mm2": _pairwise_variance(mpjpe),
+            "valid": jnp.any(mask, axis=-1)}
+
+  def resample_variance(self, params, batch, key) -> dict[str, Any]:
+    """{"steps": [one entry per step k], "x_T": entry, "all_eps": entry},
+    entry = {"reward_var", "mpjpe_var_mm2", "valid"}: (B,) arrays; the same
+    base noise for every entry."""
+    num_noise = self.sampler.num_steps + 1
+
+    def run(select):
+      return self._resample(params, batch, key, jnp.asarray(select),
+                            self.critic_params)
+
+    steps = []
+    for k in range(self.sampler.num_steps):
+      select = np.zeros(num_noise, bool)
+      select[k + 1] = True
+      steps.append(run(select))
+    only_x_T = np.zeros(num_noise, bool)
+    only_x_T[0] = True
+    return {"steps": steps, "x_T": run(only_x_T), "all_eps": run(~only_x_T)}
+
+  # --- 3. headroom -----------------------------------------------------------
+
+  def _headroom_fn(self, params, batch, key):
+    clean = update.clean_condition(batch)
+    mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+    num_seq, seq_len = mask.shape
+    group = self.config.group.group_size
+    rep = lambda x: jnp.repeat(x, group, axis=0)  # pylint: disable=unnecessary-lambda-assignment
+    out = sampler_lib.rollout(self.apply_fn, params, jax.tree.map(rep, clean),
+                              key=key, mask=rep(mask),
+                              packed_dim=self.packed_dim, config=self.sampler)
+    samples = out.xs[-1].reshape(num_seq, group, seq_len, self.packed_dim)
+    T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
+                                   samples.shape[:3] + (7,))
+    joints = rewards_lib.pose_sample(samples, T_world_cpf, self.body).joints
+    gt = update.ground_truth(dict(batch), self.body).joints
+    valid = jnp.any(mask, axis=-1)
+    safe = mask | ~valid[:, None]
+    gt_g = jnp.broadcast_to(gt[:, None], joints.shape)
+    mask_g = jnp.broadcast_to(safe[:, None], joints.shape[:3])
+    mean_joints = jnp.mean(joints, axis=1)
+    return {
+        "mpjpe": metrics_lib.mpjpe(joints, gt_g, mask_g),
+        "pampjpe": metrics_lib.pampjpe(joints, gt_g, mask_g),
+        "mpjpe_mean_of_g": metrics_lib.mpjpe(mean_joints, gt, safe),
+        "pampjpe_mean_of_g": metrics_lib.pampjpe(mean_joints, gt, safe),
+        "valid": valid,
+    }
+
+  def headroom(self, params, batch, key) -> dict[str, jax.Array]:
+    """Per window: "mpjpe"/"pampjpe" (B, G) of each sample (mm),
+    "*_mean_of_g" (B,) of the samples' mean joints, "valid" (B,)."""
+    return self._headroom(params, batch, key)
+
+  # --- 4. critic ------------------------------------------------------------
+
+  def _critic_fn(self, params, critic_params, batch, key, noise_kind):
+    group_config = dataclasses.replace(
+        self.config.group, noise=dataclasses.replace(self.config.group.noise,
+                                                     kind=noise_kind))
+    num_seq = batch["T_world_cpf"].shape[0]
+    out = group_sampler.sample_groups(
+        self.apply_fn, params, update.group_inputs(batch),
+        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
+        config=group_config, sampler_config=self.sampler)
+    samples = out.samples
+    group = samples.shape[1]
+    rewards, posed = update.score_samples(samples, dict(batch), self.body,
+                                          self._joint_reward, None, None)
+    mask = out.mask
+    clean = update.clean_condition(batch)
+    flat = lambda x: jnp.repeat(x, group, axis=0)  # pylint: disable=unnecessary-lambda-assignment
+    scores = self.score_fn(
+        critic_params, samples.reshape((num_seq * group,) + samples.shape[2:]),
+        jax.tree.map(flat, clean), flat(mask)).reshape(num_seq, group)
+    values = {n: rewards[n] for n in rewards_lib.JOINT_REWARD_NAMES}
+    values["critic"] = scores
+    values["mpjpe"] = self._mpjpe(posed.joints, batch, mask)
+    return values
+
+  def critic_ranks(self, params, batch, key, noise_kind: str
+                   ) -> dict[str, np.ndarray]:
+    """Per group: Spearman ρ (B,) of the critic score and of each joint
+    sub-reward against −MPJPE, for samples drawn with `noise_kind`."""
+    if self.score_fn is None:
+      raise ValueError("critic_ranks: no critic")
+    values = jax.device_get(self._critic(params, self.critic_params, batch,
+                                         key, noise_kind))
+    target = -np.asarray(values["mpjpe"], np.float64)
+    names = ("critic",) + rewards_lib.JOINT_REWARD_NAMES
+    return {n: critic_eval.spearman_rows(np.asarray(values[n]), target)
+            for n in names}
+
+
+# ----------------------------------------------------------------------------
+# Aggregation into the report.
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+  v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+  if not v.size:
+    return math.nan, math.nan
+  return float(v.mean()), float(v.std())
+
+
+def summarize_gradient(results: Sequence[dict[str, Any]],
+                       steps: Iterable[int]) -> dict[str, Any]:
+  """Per step (and the two sums): mean norm over sets and batches, cosine
+  mean and std over batches."""
+  def one(entries):
+    norms = [0.5 * (e["norm_a"] + e["norm_b"]) for e in entries]
+    cos_mean, cos_std = _mean_std([e["cosine"] for e in entries])
+    return {"grad_norm": float(np.mean(norms)), "cosine": cos_mean,
+            "cosine_std": cos_std}
+  out: dict[str, Any] = {"steps": {int(k): one([r["steps"][int(k)]
+                                                for r in results])
+                                   for k in steps}}
+  for name in ("all_steps", "first_third"):
+    out[name] = one([r[name] for r in results])
+  return out
+
+
+def summarize_resample(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """{"steps": [entry per step], "x_T": entry, "all_eps": entry}, entry =
+  {"reward_var", "mpjpe_var_mm2", "mpjpe_std_mm"}: means over the valid
+  sequences of every batch (`Probe.resample_variance` results)."""
+  def one(entries):
+    valid = np.concatenate([np.asarray(e["valid"]) for e in entries])
+    out = {}
+    for name in ("reward_var", "mpjpe_var_mm2"):
+      v = np.concatenate([np.asarray(e[name], np.float64)
+                          for e in entries])[valid]
+      out[name] = float(np.mean(v)) if v.size else math.nan
+    out["mpjpe_std_mm"] = math.sqrt(out["mpjpe_var_mm2"])
+    return out
+  num_steps = len(results[0]["steps"])
+  return {"steps": [one([r["steps"][k] for r in results])
+                    for k in range(num_steps)],
+          "x_T": one([r["x_T"] for r in results]),
+          "all_eps": one([r["all_eps"] for r in results])}
+
+
+def summarize_headroom(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Single / mean-of-G / best-of-G / worst-of-G means over valid windows,
+  and the best and mean-of-G gaps to single in %."""
+  valid = np.concatenate([np.asarray(r["valid"]) for r in results])
+  out: dict[str, Any] = {"windows": int(valid.sum())}
+  for metric in ("mpjpe", "pampjpe"):
+    per = np.concatenate([np.asarray(r[metric], np.float64)
+                          for r in results])[valid]  # shape [W, G]
+    mean_g = np.concatenate([np.asarray(r[f"{metric}_mean_of_g"], np.float64)
+                             for r in results])[valid]
+    single = float(np.mean(per))
+    best = float(np.mean(np.min(per, axis=1)))
+    mean_of_g = float(np.mean(mean_g))
+    out[metric] = {
+        "single": single, "mean_of_g": mean_of_g, "best_of_g": best,
+        "worst_of_g": float(np.mean(np.max(per, axis=1))),
+        "best_gap_percent": 100.0 * (best - single) / single,
+        "mean_gap_percent": 100.0 * (mean_of_g - single) / single,
+    }
+  return out
+
+
+def summarize_critic(results: Mapping[str, Sequence[dict[str, np.ndarray]]]
+                     ) -> dict[str, Any]:
+  """{condition: {name: {"spearman", "groups", "undefined_groups"}}}."""
+  out = {}
+  for condition, entries in results.items():
+    out[condition] = {}
+    for name in entries[0]:
+      rho = np.concatenate([e[name] for e in entries])
+      ok = np.isfinite(rho)
+      out[condition][name] = {
+          "spearman": float(np.mean(rho[ok])) if ok.any() else math.nan,
+          "groups": int(ok.sum()), "undefined_groups": int((~ok).sum())}
+  return out
+
+
+def step_report(probe: Probe, gradient: dict[str, Any] | None,
+                resample: dict[str, Any] | None) -> list[dict[str, Any]]:
+  """One entry per sampler step: the schedule constants, and the gradient
+  (trained steps) and resampling measurements where present."""
+  rows = []
+  for row in probe.table:
+    row = dict(row)
+    k = row["step"]
+    if gradient is not None and k in gradient["steps"]:
+      row.update(gradient["steps"][k])
+    if resample is not None:
+      row.update(resample["steps"][k])
+    rows.append(row)
+  return rows
+
+
+def _finite(value: Any) -> Any:
+  """JSON-safe: NaN/inf → None, numpy scalars → Python."""
+  if isinstance(value, dict):
+    return {str(k): _finite(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    value = float(value)
+    return value if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.bool_):
+    return bool(value)
+  return value
+
+
+# ----------------------------------------------------------------------------
+# The whole probe on a config.
+
+
+def _key_options(config) -> dict[str, Any]:
+  out = {name: config[name].to_dict() for name in
+         ("group", "condition_noise", "reward", "objective")}
+  out.update({
+      "variant": config.variant, "seed": config.seed,
+      "init_checkpoint": config.init_checkpoint,
+      "critic_checkpoint": config.critic_checkpoint,
+      "data": {"seq_len": config.data.seq_len,
+               "batch_size": config.data.batch_size,
+               "train_split": config.data.train_split,
+               "data_dir": config.data.data_dir},
+      "eval": {"split": config.eval.split,
+               "batch_size": config.eval.batch_size},
+      "body": config.body.model})
+  return out
+
+
+def run(config, *, num_batches: int = 2, resample_draws: int = 4,
+        num_eval_batches: int = 2, sections: Sequence[str] = SECTIONS,
+        data_workdir: str = "",
+        log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+  """Loads the base policy and data of a grpo config and runs the probe.
+
+  Args:
+    config: a `configs/grpo.py` config with `init_checkpoint` set.
+    num_batches: training batches of sections 1, 2 and 4.
+    resample_draws: M of section 2.
+    num_eval_batches: held-out batches of section 3 (0: the whole split).
+    sections: which of `SECTIONS` to run (critic only with a critic).
+    data_workdir: where `WORKDIR/data` is looked for / built when neither
+      `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
+      the checkpoint directory).
+    log: progress messages.
+
+  Returns:
+    The report (module docstring).
+  """
+  # pylint: disable=g-import-not-at-top
+  from motiongrpo_jax.data import pipeline
+  from motiongrpo_jax.modes import grpo as grpo_mode
+  from motiongrpo_jax.modes import pretrain
+  from motiongrpo_jax.train import checkpoints
+  from motiongrpo_jax.train import mesh as mesh_lib
+  # pylint: enable=g-import-not-at-top
+  t_start = time.monotonic()
+  unknown = [s for s in sections if s not in SECTIONS]
+  if unknown:
+    raise ValueError(f"--sections: unknown {unknown}; expected from "
+                     f"{SECTIONS}")
+  if not config.init_checkpoint:
+    raise ValueError("--config.init_checkpoint is empty: name the base "
+                     "policy (a pretrain or grpo workdir, a model directory "
+                     "or an EgoAllo checkpoint)")
+  if num_batches < 1:
+    raise ValueError(f"--num_batches={num_batches}: expected >= 1")
+  static = grpo_mode.update_config(config)
+  static.validate()
+  base = config.init_checkpoint
+  body = grpo_mode.make_body(config)
+  model, params = checkpoints.load_denoiser(base)
+  packed_dim = model.config.packed_dim
+  hands = model.config.include_hands
+  apply_fn = sampler_lib.model_apply_fn(model)
+  critic_path = config.critic_checkpoint
+  score_fn, critic_params = None, None
+  if static.reward.weight_vis > 0:
+    if not critic_path:
+      raise ValueError("reward.weight_vis > 0 needs --config.critic_checkpoint"
+                       " (or set --config.reward.weight_vis=0)")
+    score_fn, critic_params = grpo_mode.make_critic(config, critic_path, body,
+                                                    hands)
+  probe = Probe(apply_fn, static, body, packed_dim, score_fn, critic_params,
+                resample_draws=resample_draws,
+                num_microbatches=static.num_microbatches)
+  data_dir = grpo_mode.data_dir_of(config, data_workdir or base, base)
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  fields = update.BATCH_FIELDS
+  batches = []
+  if any(s in sections for s in ("gradient", "resample", "critic")):
+    iterator = pretrain.train_iterator(config, str(data_dir), mesh, hands,
+                                       seq_len=config.data.seq_len + 1)
+    for _ in range(num_batches):
+      batch = next(iterator)
+      batches.append({k: jnp.asarray(batch[k]) for k in fields})
+  key = jax.random.PRNGKey(config.seed)
+  seconds: dict[str, float] = {"load": time.monotonic() - t_start}
+  report: dict[str, Any] = {
+      "tool": "grpo_probe", "config": _key_options(config),
+      "model": {"num_params": int(sum(x.size for x in
+                                      jax.tree.leaves(params))),
+                "packed_dim": packed_dim, "include_hands": hands},
+      "device": str(jax.devices()[0].device_kind),
+      "data_dir": str(data_dir), "num_batches": num_batches,
+      "resample_draws": resample_draws, "group_size": static.group.group_size,
+      "sampler_steps": static.sampler.num_steps,
+      "log_prob_reduction": static.sampler.log_prob_reduction,
+      "trained_steps": [int(k) for k in probe.trained],
+      "first_third_steps": [int(k) for k in probe.first_third],
+  }
+
+  gradient = None
+  if "gradient" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _GRADIENT_STREAM)
+    results = []
+    for i, batch in enumerate(batches):
+      k = jax.random.fold_in(stream, i)
+      set_a = probe.rollout_set(params, batch, jax.random.fold_in(k, 0))
+      set_b = probe.rollout_set(params, batch, jax.random.fold_in(k, 1))
+      results.append(probe.gradient_signal(params, set_a, set_b))
+      log(f"gradient: batch {i + 1}/{len(batches)}")
+    gradient = summarize_gradient(results, probe.trained)
+    report["all_steps"] = gradient["all_steps"]
+    report["first_third"] = gradient["first_third"]
+    seconds["gradient"] = time.monotonic() - t0
+
+  resample = None
+  if "resample" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _RESAMPLE_STREAM)
+    results = [probe.resample_variance(params, batch,
+                                       jax.random.fold_in(stream, i))
+               for i, batch in enumerate(batches)]
+    resample = summarize_resample(jax.device_get(results))
+    report["resample"] = {"x_T": resample["x_T"],
+                          "all_eps": resample["all_eps"]}
+    seconds["resample"] = time.monotonic() - t0
+    log("resample: done")
+  report["steps"] = step_report(probe, gradient, resample)
+
+  if "headroom" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _HEADROOM_STREAM)
+    dataset = pipeline.eval_dataset(
+        str(data_dir), split=config.eval.split,
+        window_len=config.data.seq_len + 1, batch_size=config.eval.batch_size,
+        hands=hands)
+    results = []
+    for i, batch in enumerate(dataset):
+      if num_eval_batches and i == num_eval_batches:
+        break
+      batch = {k: jnp.asarray(batch[k]) for k in fields}
+      results.append(jax.device_get(probe.headroom(
+          params, batch, jax.random.fold_in(stream, i))))
+    if not results:
+      raise ValueError(f"split {config.eval.split!r} of {data_dir} gave no "
+                       f"windows of {config.data.seq_len + 1} poses")
+    report["headroom"] = {"split": config.eval.split,
+                          "group_size": static.group.group_size,
+                          **summarize_headroom(results)}
+    seconds["headroom"] = time.monotonic() - t0
+    log("headroom: done")
+
+  if "critic" in sections and score_fn is not None:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _CRITIC_STREAM)
+    kinds = {"plain": "none", "noisy": static.group.noise.kind}
+    results = {name: [probe.critic_ranks(params, batch,
+                                         jax.random.fold_in(stream, i), kind)
+                      for i, batch in enumerate(batches)]
+               for name, kind in kinds.items()}
+    report["critic"] = {"noise_kind": kinds, **summarize_critic(results)}
+    seconds["critic"] = time.monotonic() - t0
+  seconds["total"] = time.monotonic() - t_start
+  report["wall_seconds"] = seconds
+  return _finite(report)
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+def main(argv: Sequence[str]) -> None:
+  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from absl import logging
+  # pylint: enable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  report = run(f.config, num_batches=f.num_batches,
+               resample_draws=f.resample_draws,
+               num_eval_batches=f.num_eval_batches,
+               sections=[s.strip() for s in f.sections.split(",") if s.strip()],
+               data_workdir=f.data_workdir, log=logging.info)
+  line = json.dumps(report, sort_keys=True)
+  if f.output:
+    path = pathlib.Path(f.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(line + "\n")
+  print(line, flush=True)
+
+
+def _define_flags() -> None:
+  # pylint: disable=g-import-not-at-top
+  from absl import flags
+  from ml_collections import config_flags
+  # pylint: enable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      "config", None, "GRPO config, e.g. configs/grpo.py:bvh.",
+      lock_config=True)
+  flags.DEFINE_string("output", "", "Also write the JSON line here.")
+  flags.DEFINE_integer("num_batches", 2, "Training batches (gradient, "
+                       "resample, critic sections).")
+  flags.DEFINE_integer("resample_draws", 4, "Draws M per resampled step.")
+  flags.DEFINE_integer("num_eval_batches", 2, "Held-out batches of the "
+                       "headroom section (0: the whole split).")
+  flags.DEFINE_string("sections", ",".join(SECTIONS),
+                      f"Comma-separated subset of {SECTIONS}.")
+  flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "
+                      "when neither data.data_dir nor the checkpoint's data/ "
+                      "holds a dataset (default: the checkpoint).")
+  flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+  # pylint: disable=g-import-not-at-top
+  from absl import app
+  # pylint: enable=g-import-not-at-top
+  _define_flags()
+  app.run(main, argv=sys.argv)

@@ -1,0 +1,210 @@
+"""`tools/grpo_probe` on the tiny GRPO problem of `tests/grpo/grpo_tiny.py`:
+report keys, a set's gradient agrees with itself, a_k/σ_k from the schedule,
+resampling a σ = 0 step changes nothing, best ≤ single ≤ worst, and the
+critic's rank correlations.
+
+The probe's functions run once, in a subprocess with XLA's fast-compile
+options (the programs are tiny; compiling dominates), and write their
+results as JSON; the tests check them.
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from motiongrpo_jax.diffusion import schedule as schedule_lib
+from motiongrpo_jax.tools import grpo_probe
+
+_HERE = pathlib.Path(__file__).resolve().parent
+_REPO = _HERE.parents[1]
+_FAST_COMPILE = ("--xla_backend_optimization_level=0 "
+                 "--xla_llvm_disable_expensive_passes=true")
+
+_SCRIPT = r"""
+import dataclasses, json, sys
+import jax, jax.numpy as jnp, numpy as np
+import grpo_tiny as tiny
+from motiongrpo_jax import body as body_lib
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.model import critic as critic_lib
+from motiongrpo_jax.tools import grpo_probe
+
+body = body_lib.builtin_body()
+critic = critic_lib.Critic(critic_lib.CriticConfig(
+    d_model=16, num_heads=2, d_feedforward=32, num_blocks=1,
+    trajectory_layers=0))
+critic_params = critic_lib.init_params(critic, jax.random.key(3))
+
+def score_fn(cp, samples, condition, mask):
+  motion = critic_lib.motion_from_packed(samples, False)
+  return critic_lib.score(critic, cp, body, motion, condition.T_world_cpf,
+                          condition.T_cpf_tm1_cpf_t, mask)
+
+config = dataclasses.replace(
+    tiny.CONFIG, reward=dataclasses.replace(tiny.CONFIG.reward,
+                                            weight_vis=0.5))
+probe = grpo_probe.Probe(sampler_lib.model_apply_fn(tiny.MODEL), config, body,
+                         tiny.DIM, score_fn, critic_params, resample_draws=3)
+params = tiny.params()
+batch = {k: jnp.asarray(v) for k, v in tiny.batch().items()}
+tolist = lambda tree: jax.tree.map(lambda x: np.asarray(x).tolist(),
+                                   jax.device_get(tree))
+out = {"table": probe.table, "first_third": probe.first_third.tolist(),
+       "trained": probe.trained.tolist()}
+
+# 1. Gradient signal: a set with itself, and two independent sets.
+set_a = probe.rollout_set(params, batch, jax.random.PRNGKey(1))
+set_b = probe.rollout_set(params, batch, jax.random.PRNGKey(2))
+out["set_shapes"] = {"xs": list(set_a.xs.shape),
+                     "advantages": list(set_a.advantages.shape)}
+same = probe.gradient_signal(params, set_a, set_a)
+pair = probe.gradient_signal(params, set_a, set_b)
+out["same"], out["pair"] = same, pair
+summary = grpo_probe.summarize_gradient([same, pair], probe.trained)
+out["gradient_summary"] = summary
+
+# 2. Resampling one step's noise.
+resample = probe.resample_variance(params, batch, jax.random.PRNGKey(4))
+out["resample"] = tolist(resample)
+resample_summary = grpo_probe.summarize_resample([resample, resample])
+out["resample_summary"] = resample_summary
+out["rows"] = grpo_probe.step_report(probe, summary, resample_summary)
+
+# 3. Headroom, with an eval filler window (no valid frame) last.
+filler = dict(batch, mask=batch["mask"].at[-1].set(False))
+head = probe.headroom(params, filler, jax.random.PRNGKey(5))
+out["headroom"] = tolist(head)
+out["headroom_summary"] = grpo_probe.summarize_headroom([jax.device_get(head)])
+
+# 4. Critic ranks (one noise kind: each kind is a compile).
+ranks = probe.critic_ranks(params, batch, jax.random.PRNGKey(6), "perlin")
+out["critic_summary"] = grpo_probe.summarize_critic({"noisy": [ranks]})
+json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+  path = tmp_path_factory.mktemp("probe") / "out.json"
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(_HERE.parent / "grpo"), str(_REPO), env.get("PYTHONPATH", "")])
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], env=env,
+                        cwd=_REPO, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(path.read_text())
+
+
+def test_schedule_a_over_sigma_by_hand(results):
+  table = results["table"]
+  assert [r["step"] for r in table] == [0, 1, 2]
+  assert [r["trained"] for r in table] == [True, True, False]
+  assert table[-1]["sigma"] == 0 and table[-1]["a_over_sigma"] is None
+  assert results["trained"] == [0, 1] and results["first_third"] == [0]
+  # Step 1 (t = 4 → 1) of the DDIM-η = 1 update, from the float64 schedule:
+  # μ = √ᾱ'·x̂0 + √(1 − ᾱ' − σ²)·(x_t − √ᾱ·x̂0)/√(1 − ᾱ).
+  sched = schedule_lib.cosine_schedule(1000)
+  ab_t, ab_n = sched.alpha_bar[4], sched.alpha_bar[1]
+  sigma = math.sqrt((1 - ab_n) / (1 - ab_t) * (1 - ab_t / ab_n))
+  c_dir = math.sqrt(1 - ab_n - sigma**2)
+  a = math.sqrt(ab_n) - c_dir * math.sqrt(ab_t) / math.sqrt(1 - ab_t)
+  assert table[1]["t"] == 4
+  np.testing.assert_allclose(table[1]["sigma"], sigma, rtol=1e-5)
+  np.testing.assert_allclose(table[1]["a"], a, rtol=1e-4)
+  np.testing.assert_allclose(table[1]["a_over_sigma"], a / sigma, rtol=1e-4)
+
+
+def test_schedule_table_in_process():
+  """The same table without the subprocess: EgoAllo's 30 steps."""
+  from motiongrpo_jax.diffusion import sampler as sampler_lib  # pylint: disable=import-outside-toplevel
+  table = grpo_probe.schedule_table(sampler_lib.SamplerConfig())
+  assert len(table) == 30 and [r["trained"] for r in table] == [True] * 29 + [
+      False]
+  ratios = [r["a_over_sigma"] for r in table[:-1]]
+  assert 0 < ratios[0] < 1 and ratios[-1] > 100  # DESIGN §1.5: 0.3 … ~200
+  assert list(grpo_probe.first_third_steps(sampler_lib.SamplerConfig())) == (
+      list(range(10)))
+
+
+def test_gradient_signal(results):
+  assert results["set_shapes"] == {"xs": [12, 4, 4, 226], "advantages": [12]}
+  same, pair = results["same"], results["pair"]
+  assert set(same["steps"]) == {"0", "1"}
+  for entry in list(same["steps"].values()) + [same["all_steps"],
+                                                same["first_third"]]:
+    assert entry["norm_a"] > 0
+    np.testing.assert_allclose(entry["cosine"], 1.0, rtol=1e-5)
+  # The first third is step 0 alone; the sum holds both steps.
+  np.testing.assert_allclose(same["first_third"]["norm_a"],
+                             same["steps"]["0"]["norm_a"], rtol=1e-6)
+  assert same["all_steps"]["norm_a"] != same["first_third"]["norm_a"]
+  for entry in pair["steps"].values():
+    assert -1 <= entry["cosine"] <= 1 and entry["norm_b"] > 0
+  summary = results["gradient_summary"]
+  assert set(summary) == {"steps", "all_steps", "first_third"}
+  assert set(summary["steps"]["0"]) == {"grad_norm", "cosine", "cosine_std"}
+  np.testing.assert_allclose(
+      summary["steps"]["1"]["cosine"],
+      0.5 * (1.0 + pair["steps"]["1"]["cosine"]), rtol=1e-5)
+  rows = results["rows"]
+  assert len(rows) == 3 and "cosine" in rows[0] and "cosine" not in rows[2]
+
+
+def test_resample_variance(results):
+  out = results["resample"]
+  assert set(out) == {"steps", "x_T", "all_eps"} and len(out["steps"]) == 3
+  entries = dict(enumerate(out["steps"]), x_T=out["x_T"],
+                 all_eps=out["all_eps"])
+  for entry in entries.values():
+    assert len(entry["reward_var"]) == 4 and len(entry["mpjpe_var_mm2"]) == 4
+  # σ = 0 at step 2: its ε does not enter; the other steps' ε do.
+  assert entries[2]["reward_var"] == [0.0] * 4
+  assert entries[2]["mpjpe_var_mm2"] == [0.0] * 4
+  for k in (0, 1, "x_T", "all_eps"):
+    assert min(entries[k]["reward_var"]) > 0, k
+    assert min(entries[k]["mpjpe_var_mm2"]) > 0, k
+  summary = results["resample_summary"]
+  assert summary["steps"][2]["mpjpe_std_mm"] == 0
+  assert summary["steps"][0]["mpjpe_std_mm"] > 0
+  np.testing.assert_allclose(summary["steps"][0]["reward_var"],
+                             np.mean(entries[0]["reward_var"]), rtol=1e-6)
+  rows = results["rows"]
+  assert rows[2]["reward_var"] == 0 and rows[0]["reward_var"] > 0
+
+
+def test_headroom(results):
+  out = results["headroom"]
+  assert np.asarray(out["mpjpe"]).shape == (4, 3)
+  assert out["valid"] == [True, True, True, False]
+  summary = results["headroom_summary"]
+  assert summary["windows"] == 3
+  for metric in ("mpjpe", "pampjpe"):
+    s = summary[metric]
+    assert 0 < s["best_of_g"] <= s["single"] <= s["worst_of_g"]
+    assert s["best_gap_percent"] <= 0
+    assert math.isfinite(s["mean_gap_percent"])
+  # The norm is convex: the mean sample's error is at most the mean error.
+  assert summary["mpjpe"]["mean_of_g"] <= summary["mpjpe"]["single"] + 1e-6
+
+
+def test_critic_ranks(results):
+  summary = results["critic_summary"]["noisy"]
+  assert set(summary) == {"critic", "rot", "pos", "pa_pos", "vel"}
+  # r_pos = exp(−ω·MPJPE/1000): a perfect rank correlation.
+  np.testing.assert_allclose(summary["pos"]["spearman"], 1.0, rtol=1e-6)
+  assert -1 <= summary["critic"]["spearman"] <= 1
+  assert summary["critic"]["groups"] + summary["critic"][
+      "undefined_groups"] == 4
+
+
+def test_finite_json():
+  assert grpo_probe._finite({"a": np.float32(np.nan), 1: [np.int64(2)]}) == {  # pylint: disable=protected-access
+      "a": None, "1": [2]}
