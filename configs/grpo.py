@@ -9,9 +9,10 @@ the clipped objective; then base vs post-trained on a held-out split
 Variants (the default is `demo`):
   demo   built-in synthetic data. Without `init_checkpoint` it first
          pretrains a small base model (`configs/pretrain.py:demo`, in
-         `WORKDIR/base`) and, when the perceptual reward is on and no
-         `critic_checkpoint` is given, a critic (`configs/critic.py:demo`,
-         in `WORKDIR/critic`); then GRPO; then the evaluation table.
+         `WORKDIR/base`); then GRPO with the joint rewards; then the
+         evaluation table with paired 95 % intervals. With
+         `--config.reward.weight_vis=1` and no `critic_checkpoint` it also
+         trains a critic (`configs/critic.py:demo`, in `WORKDIR/critic`).
   bvh    a BVH dataset (`--config.data.data_dir`, built with
          `tools/build_dataset --source=bvh`) and a base model from
          `configs/pretrain.py:bvh` (`--config.init_checkpoint`); evaluated on
@@ -157,7 +158,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # β of the exact Gaussian KL to the frozen base policy (0: off).
   config.objective.kl_beta = 0.0
   # Steps eligible for training: the first N with σ > 0, the noisiest (0: all).
-  config.objective.train_window = 0
+  # On EgoAllo's schedule steps 0–2 cause ~97 % of the sample's variance
+  # given x_T (tools/grpo_probe; README, "GRPO recipe").
+  config.objective.train_window = 3
   # Steps trained per iteration: 0 = all eligible, else a random subset.
   config.objective.num_train_steps = 0
   # Rematerialise each step's network call (memory flat in trained steps).
@@ -191,8 +194,11 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.eval.val_batches = 1
   # The final table uses at most this many batches (0: the whole split).
   config.eval.max_batches = 0
-  # Samples per trajectory (metrics averaged over them).
-  config.eval.num_samples = 1
+  # Samples per window (metrics averaged over them; the same keys for the
+  # base and the post-trained policy, so their windows are paired).
+  config.eval.num_samples = 4
+  # Bootstrap resamples of the paired 95 % intervals of the final table.
+  config.eval.bootstrap_resamples = 2000
 
   # #### Loop, checkpoints, logs (`train/loop.py`); a step is an iteration ####
   config.train = config_sections.train_loop(
@@ -208,16 +214,12 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 
   if variant == "demo":
     config.bootstrap.enabled = True
-    # The hybrid reward with the perceptual critic (bootstrapped first).
-    config.reward.weight_vis = 1.0
     config.data.build_synthetic_if_missing = True
     config.data.seq_len = 32
     config.data.batch_size = 8
-    # 8 of the 29 stochastic steps per iteration: ~3× cheaper updates.
-    config.objective.num_train_steps = 8
     config.optimizer.learning_rate = 2e-5
     config.eval.batch_size = 16
-    config.eval.num_samples = 2
+    config.eval.val_batches = 4
     config.train.num_steps = 60
     config.train.eval_every_steps = 20
     config.train.checkpoint_every_steps = 20
@@ -226,7 +228,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     config.data.seq_len = 64
     config.data.batch_size = 16
     config.eval.split = "val"
-    config.eval.num_samples = 2
     config.train.num_steps = 500
     config.train.eval_every_steps = 50
     config.train.checkpoint_every_steps = 50

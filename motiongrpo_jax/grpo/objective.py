@@ -36,7 +36,8 @@ class ObjectiveConfig:
   # β of the KL to the frozen base policy (0: no KL, no reference forward).
   kl_beta: float = 0.0
   # Steps eligible for training: the first `train_window` steps with σ > 0
-  # (the noisiest, where the sample is decided; 0: all of them).
+  # (the noisiest, where the sample is decided; 0 or more than there are:
+  # all of them).
   train_window: int = 0
   # Steps trained per iteration: 0 = every eligible step, else a random
   # subset of this many (drawn anew each iteration).
@@ -59,14 +60,12 @@ class ObjectiveConfig:
     if self.step_weighting not in ("none", "score"):
       raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
                        "expected 'none' or 'score'")
-    if self.train_window < 0 or (
-        num_trainable is not None and self.train_window > num_trainable):
-      raise ValueError(
-          f"objective.train_window={self.train_window}: expected 0 (all) or "
-          f"1..{num_trainable} (the sampler's steps with σ > 0)")
-    eligible = self.train_window or num_trainable
-    if self.kl_beta < 0:
-      raise ValueError(f"objective.kl_beta={self.kl_beta}: expected >= 0")
+    if self.train_window < 0:
+      raise ValueError(f"objective.train_window={self.train_window}: expected "
+                       ">= 0 (0: all steps with σ > 0)")
+    eligible = num_trainable
+    if num_trainable is not None and self.train_window:
+      eligible = min(self.train_window, num_trainable)
     if self.num_train_steps < 0 or (
         eligible is not None and self.num_train_steps > eligible):
       raise ValueError(

@@ -51,6 +51,7 @@ from motiongrpo_jax.body import smplh
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import paired
 from motiongrpo_jax.grpo import condition_noise
 from motiongrpo_jax.grpo import diagnostics
 from motiongrpo_jax.grpo import group_sampler
@@ -317,7 +318,14 @@ def _eval_batches(config, data_dir, mesh, hands: bool, limit: int) -> list[Any]:
 
 def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
                    packed_dim: int, score_fn, critic_params):
-  """evaluate(params, batches, key) -> {metric: mean over valid sequences}."""
+  """evaluate(params, batches, key) -> {metric: (N,) per valid window}.
+
+  Each window's value is the mean over `eval.num_samples` samples drawn from
+  fold_in(fold_in(key, batch), window) (`diagnostics.heldout_metrics`), so
+  two policies evaluated with the same key see the same noise: their
+  per-window values are paired. NaN where a window is too short for a metric
+  (jitter needs 4 valid frames).
+  """
   fn = jax.jit(functools.partial(
       diagnostics.heldout_metrics, apply_fn, body=body, packed_dim=packed_dim,
       sampler_config=static.sampler, reward_config=static.reward,
@@ -325,10 +333,7 @@ def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
       score_fn=score_fn if static.reward.weight_vis else None))
 
   def evaluate(params, batches, key):
-    """Means over valid windows; a window too short for a metric (jitter
-    needs 4 valid frames) is left out of that metric only."""
-    totals: dict[str, float] = {}
-    counts: dict[str, float] = {}
+    per_window: dict[str, list[np.ndarray]] = {}
     for i, batch in enumerate(batches):
       # Per-sequence values, split over the devices of every process.
       values = multihost_utils.process_allgather(
@@ -336,14 +341,24 @@ def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
              critic_params=critic_params), tiled=True)
       valid = np.asarray(values.pop("valid")) > 0
       for name, v in values.items():
-        v = np.asarray(v, np.float64)
-        ok = valid & np.isfinite(v)
-        totals[name] = totals.get(name, 0.0) + float(np.sum(v[ok]))
-        counts[name] = counts.get(name, 0.0) + float(np.sum(ok))
-    return {name: totals[name] / counts[name] if counts[name] else math.nan
-            for name in totals}
+        v = np.asarray(v, np.float64)[valid]
+        per_window.setdefault(name, []).append(
+            np.where(np.isfinite(v), v, np.nan))
+    return {name: np.concatenate(v) for name, v in per_window.items()}
 
   return evaluate
+
+
+def window_means(per_window: dict[str, np.ndarray]) -> dict[str, float]:
+  """Means over windows (finite values), and `<name>_stderr` for the table's
+  metrics (std (ddof 1)/√N)."""
+  out = {}
+  for name, v in per_window.items():
+    v = v[np.isfinite(v)]
+    out[name] = float(np.mean(v)) if len(v) else math.nan
+    if name in TABLE_METRICS and len(v) > 1:
+      out[f"{name}_stderr"] = float(np.std(v, ddof=1) / np.sqrt(len(v)))
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -430,7 +445,7 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
                              score_fn, critic_params)
 
   def evaluate(state):
-    return evaluator(state.params, val_batches, val_key)
+    return window_means(evaluator(state.params, val_batches, val_key))
 
   logging.info("grpo %s: base %s, %d devices, data %s, G=%d, B=%d, noise %s, "
                "critic %s", config.variant, base, mesh.devices.size, data_dir,
@@ -449,11 +464,14 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   t0 = time.monotonic()
   eval_batches = _eval_batches(config, data_dir, mesh, hands,
                                config.eval.max_batches)
-  columns = {"base": evaluator(base_params, eval_batches, eval_key),
-             "grpo": evaluator(result.state.params, eval_batches, eval_key)}
-  change = {name: 100.0 * (columns["grpo"][name] - columns["base"][name])
-            / abs(columns["base"][name])
-            for name in columns["base"] if columns["base"][name] != 0}
+  per_window = {"base": evaluator(base_params, eval_batches, eval_key),
+                "grpo": evaluator(result.state.params, eval_batches, eval_key)}
+  columns = {k: window_means(v) for k, v in per_window.items()}
+  changes = {name: paired.paired_change(
+      per_window["base"][name], per_window["grpo"][name],
+      num_resamples=config.eval.bootstrap_resamples, seed=config.seed)
+             for name in TABLE_METRICS if name in per_window["base"]}
+  change = {n: c["change_percent"] for n, c in changes.items()}
   summary = {
       "variant": config.variant,
       "base_checkpoint": base,
@@ -461,13 +479,20 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
       "iterations": int(result.state.step),
       "grpo_wall_seconds": result.wall_seconds,
       "eval_split": config.eval.split,
-      "eval_windows": len(eval_batches) * config.eval.batch_size,
+      "eval_windows": len(per_window["base"]["mpjpe"]),
+      "eval_samples_per_window": config.eval.num_samples,
       "eval_seconds": time.monotonic() - t0,
       "base": columns["base"],
       "grpo": columns["grpo"],
       "change_percent": change,
+      # Paired bootstrap 95 % intervals of the change, over windows.
+      "change_ci95_percent": {n: [c["ci_low"], c["ci_high"]]
+                              for n, c in changes.items()},
   }
-  table = _table({**columns, "change %": change}, TABLE_METRICS)
+  table = _table({**columns, "change %": change,
+                  "95% CI low": {n: c["ci_low"] for n, c in changes.items()},
+                  "95% CI high": {n: c["ci_high"] for n, c in changes.items()}},
+                 TABLE_METRICS)
   logging.info("base vs GRPO on %s (%d iterations):\n%s", config.eval.split,
                summary["iterations"], table)
   print(f"base vs GRPO on split {config.eval.split!r} after "
@@ -551,6 +576,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     table["settings"][name] = {"overrides": ABLATIONS[name],
                                "final": summary["grpo"],
                                "base": summary["base"],
+                               "change_percent": summary["change_percent"],
+                               "change_ci95_percent":
+                                   summary["change_ci95_percent"],
                                "diagnostics_mean": mean,
                                "diagnostics_first_iteration": first,
                                "iterations": summary["iterations"],

@@ -117,8 +117,12 @@ def test_train_window_keeps_the_noisiest_steps():
   objective.ObjectiveConfig(train_window=6, num_train_steps=6).validate(29)
   with pytest.raises(ValueError, match="num_train_steps=7"):
     objective.ObjectiveConfig(train_window=6, num_train_steps=7).validate(29)
-  with pytest.raises(ValueError, match="train_window=30"):
-    objective.ObjectiveConfig(train_window=30).validate(29)
+  # A window wider than the schedule's stochastic steps keeps them all.
+  np.testing.assert_array_equal(objective.trainable_steps(config, 40),
+                                np.arange(29))
+  objective.ObjectiveConfig(train_window=40, num_train_steps=29).validate(29)
+  with pytest.raises(ValueError, match="train_window=-1"):
+    objective.ObjectiveConfig(train_window=-1).validate(29)
 
 
 def test_score_scale_and_weights_by_hand():

@@ -117,6 +117,11 @@ def test_end_to_end(runs):
       assert math.isfinite(summary[column][name]), (column, name)
   # The base column is the initial policy: its MPJPE differs from GRPO's.
   assert summary["base"]["mpjpe"] != summary["grpo"]["mpjpe"]
+  # Paired windows: the change and its 95 % interval, which holds it.
+  low, high = summary["change_ci95_percent"]["mpjpe"]
+  assert low <= summary["change_percent"]["mpjpe"] <= high
+  assert summary["eval_windows"] > 1
+  assert summary["base"]["mpjpe_stderr"] > 0
   assert (out / "A" / "checkpoints" / "2" / "state").is_dir()
 
 
