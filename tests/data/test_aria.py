@@ -34,7 +34,8 @@ def _yawing_walk(timestamps_us):
 
 
 def test_cad_T_device_cpf_matches_reference():
-  # shared/reference/aria_cpf.md, Gen 1 DVT-S: wxyz and translation.
+  # shared/reference/aria_cpf.md, Gen 1 DVT-S: wxyz and translation, quoted
+  # to 6 decimals (≤ 5e-7).
   np.testing.assert_allclose(
       aria.T_DEVICE_CPF["gen1_dvt_s"],
       [0.663401, 0.209687, -0.244742, 0.675301, 0.004953, -0.049148,

@@ -1,7 +1,10 @@
 """Parity of the Flax denoiser with EgoAllo's PyTorch forward (golden files).
 
-Tolerances: the port agrees with EgoAllo's float32 output to ~3e-7 (`out`)
-and ~2.5e-6 (SVD-projected output); the bar is 1e-5.
+Tolerances: each float32 forward (ours, PyTorch's) is within S of the exact
+one, so the two differ by ≤ 2S. S, measured by running this port in float64:
+≤ 2.1e-7 on `out`, ≤ 1.6e-6 on the intermediates (largest: cond_features,
+sin(4x) of inputs ≤ 1.64), 1.6e-6 (ours) / 2.2e-6 (golden) after the SVD
+projection, which amplifies the output's error by 2/min(σ₂ + σ₃) ≈ 35.
 """
 
 import dataclasses
@@ -18,6 +21,9 @@ from motiongrpo_jax.tools import convert_egoallo
 
 GOLDEN = {"small_exp": "golden_forward.npz",
           "small_exp_nohands": "golden_forward_nohands.npz"}
+OUT_TOL = 1e-5  # ≈ 24 × 2S (2S = 4.2e-7); measured 2.5e-7
+INTERMEDIATE_TOL = 2e-5  # ≈ 6 × 2S (2S = 3.2e-6); measured ≤ 2.0e-6
+PROJECTED_TOL = 2e-5  # ≈ 5 × (1.6e-6 + 2.2e-6); measured 2.6e-6
 
 
 @functools.cache
@@ -42,7 +48,7 @@ def test_forward_and_intermediates_match_golden(egoallo_reference, exp):
   out, state = model.apply({"params": params}, *_inputs(z),
                            mutable=["intermediates"])
   assert out.dtype == np.float32
-  assert _max_err(out, z["out"]) <= 1e-5
+  assert _max_err(out, z["out"]) <= OUT_TOL
   inter = state["intermediates"]
   ours = {k: v[0] for k, v in inter.items() if not k.startswith(("encoder_layers", "decoder_layers"))}
   ours["noise_emb"] = ours.pop("noise_embedding")
@@ -63,14 +69,14 @@ def test_forward_and_intermediates_match_golden(egoallo_reference, exp):
       "dtype", "out", "out_project_output_rotmats", "mask", "out_masked")]
   assert sorted(golden_keys) == sorted(k for k in ours if k in golden_keys)
   for key in golden_keys:
-    assert _max_err(ours[key], z[key]) <= 1e-5, key
+    assert _max_err(ours[key], z[key]) <= INTERMEDIATE_TOL, key
 
 
 def test_projected_output_matches_golden(egoallo_reference):
   model, params, z = _load(egoallo_reference, "small_exp")
   out = model.apply({"params": params}, *_inputs(z),
                     project_output_rotmats=True)
-  assert _max_err(out, z["out_project_output_rotmats"]) <= 1e-5
+  assert _max_err(out, z["out_project_output_rotmats"]) <= PROJECTED_TOL
 
 
 def test_cross_attention_only_mask_reproduces_egoallo(egoallo_reference):
@@ -78,10 +84,10 @@ def test_cross_attention_only_mask_reproduces_egoallo(egoallo_reference):
   egoallo_like = denoiser_lib.Denoiser(
       dataclasses.replace(model.config, mask_self_attention=False))
   out = egoallo_like.apply({"params": params}, *_inputs(z), mask=z["mask"])
-  assert _max_err(out, z["out_masked"]) <= 1e-5
+  assert _max_err(out, z["out_masked"]) <= OUT_TOL
   # Proper masking changes only the masked batch element.
   ours = model.apply({"params": params}, *_inputs(z), mask=z["mask"])
-  assert _max_err(ours[0], z["out_masked"][0]) <= 1e-5
+  assert _max_err(ours[0], z["out_masked"][0]) <= OUT_TOL
   assert _max_err(ours[1], z["out_masked"][1]) > 1e-3
 
 
@@ -109,8 +115,8 @@ def test_bfloat16_matmuls_stay_close(egoallo_reference):
   out = fast.apply({"params": params}, *_inputs(z))
   err = _max_err(out, z["out"])
   # bf16 inputs (8-bit mantissa), fp32 accumulation: measured 2.7e-3 on
-  # outputs of magnitude ≤ 0.6.
-  assert 1e-5 < err < 2e-2, err
+  # outputs of magnitude ≤ 0.6; bar: ≲ 10 bf16 roundings (u = 2^-9) on the path.
+  assert 1e-5 < err < 10 * 2.0**-9, err
   # Casting the kernels once up front gives the same result.
   cast = denoiser_lib.cast_kernels(params, fast.config)
   assert cast["encoder_layers_0"]["mlp0"]["kernel"].dtype == jnp.bfloat16
@@ -166,6 +172,8 @@ def test_rope_frequencies_and_rotation():
   y = np.asarray(denoiser_lib.apply_rope(x, cos, sin))
   np.testing.assert_allclose(y[0, 0], x[0, 0])  # position 0: identity
   # Position 2, pair 0 (dims 0, 1) rotates by 2 rad.
+  # float32 cos, sin, two products and a sum: 5 roundings on terms ≤ 2 (the
+  # second entry cancels to 0.08, below a relative bar's reach): 5·eps·2.
   np.testing.assert_allclose(
       y[0, 2, :2], [np.cos(2) - 2 * np.sin(2), 2 * np.cos(2) + np.sin(2)],
-      rtol=1e-6)
+      rtol=0, atol=5 * float(np.finfo(np.float32).eps) * 2)

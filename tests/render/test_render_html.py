@@ -88,13 +88,18 @@ def _find_chromium():
 def test_headless_chromium_screenshot_shows_skeleton(tmp_path):
   binary = _find_chromium()
   if binary is None:
-    pytest.skip("chromium not installed: apt-get install chromium to run this "
-                "check of the HTML viewer")
+    pytest.skip("no chromium, chromium-browser or google-chrome on PATH: "
+                "apt-get install chromium to run this check of the HTML viewer")
   motion = render_motions.walking_motion(num_frames=10)
   page = html_viewer.write_html(tmp_path / "m.html", [motion])
   shot = tmp_path / "shot.png"
+  # Headless as root in a container, offline, with a fresh profile: no
+  # sandbox, GPU, QUIC, first-run UI, background or update traffic, or sync.
   result = subprocess.run(
-      [binary, "--headless", "--no-sandbox", "--disable-gpu",
+      [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+       "--no-first-run", "--disable-background-networking",
+       "--disable-component-update", "--disable-sync",
+       f"--user-data-dir={tmp_path / 'profile'}",
        "--hide-scrollbars", f"--screenshot={shot}", "--window-size=480,360",
        f"{pathlib.Path(page).absolute().as_uri()}?frame=3"],
       capture_output=True, text=True, timeout=60, check=False)
