@@ -80,7 +80,8 @@ def body(model: str = "builtin",
 def optimizer(*, learning_rate: float, warmup_steps: int,
               weight_decay: float, grad_clip_norm: float = 1.0,
               b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8) -> ml_collections.ConfigDict:
+              eps: float = 1e-8,
+              ema_decay: float = 0.0) -> ml_collections.ConfigDict:
   """The optimiser section: AdamW after grad-norm clipping (`train/state.py`).
 
   Args:
@@ -91,6 +92,7 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
     b1: Adam's first-moment decay rate.
     b2: Adam's second-moment decay rate.
     eps: Adam's epsilon.
+    ema_decay: decay of the parameters' moving average (0: none).
 
   Returns:
     The section.
@@ -108,6 +110,9 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
   section.b1 = b1
   section.b2 = b2
   section.eps = eps
+  # Keep an exponential moving average of the parameters with this decay
+  # (0: none); evaluations that know of it (GRPO's) score the average.
+  section.ema_decay = ema_decay
   return section
 
 

@@ -445,7 +445,9 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
                              score_fn, critic_params)
 
   def evaluate(state):
-    return window_means(evaluator(state.params, val_batches, val_key))
+    # The parameters' moving average when the optimiser keeps one.
+    return window_means(evaluator(state_lib.averaged_params(state),
+                                  val_batches, val_key))
 
   logging.info("grpo %s: base %s, %d devices, data %s, G=%d, B=%d, noise %s, "
                "critic %s", config.variant, base, mesh.devices.size, data_dir,
@@ -465,7 +467,8 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   eval_batches = _eval_batches(config, data_dir, mesh, hands,
                                config.eval.max_batches)
   per_window = {"base": evaluator(base_params, eval_batches, eval_key),
-                "grpo": evaluator(result.state.params, eval_batches, eval_key)}
+                "grpo": evaluator(state_lib.averaged_params(result.state),
+                                  eval_batches, eval_key)}
   columns = {k: window_means(v) for k, v in per_window.items()}
   changes = {name: paired.paired_change(
       per_window["base"][name], per_window["grpo"][name],

@@ -108,31 +108,21 @@ _GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM = (
 def schedule_table(config: sampler_lib.SamplerConfig) -> list[dict[str, Any]]:
   """Per sampler step: index, t, σ, a (x̂0 coefficient of μ), a/σ, trained.
 
-  a_k = c_x0 − c_dir·c_xt/denom, from the float32 step constants the sampler
-  uses (`sampler.step_constants`); a/σ is None where σ = 0.
+  a_k = c_x0 − c_dir·c_xt/denom and a/σ (`objective.score_scale`, float64);
+  a/σ is None where σ = 0.
   """
-  c = jax.tree.map(lambda v: np.asarray(v, np.float64),
-                   sampler_lib.step_constants(config))
+  c = sampler_lib.step_coefficients(config)
   a = c.c_x0 - c.c_dir * c.c_xt / c.denom
-  rows = []
-  for k in range(len(c.t)):
-    sigma = float(c.sigma[k])
-    rows.append({"step": k, "t": int(c.t[k]), "sigma": sigma,
-                 "a": float(a[k]),
-                 "a_over_sigma": float(a[k] / sigma) if sigma > 0 else None,
-                 "trained": sigma > 0})
-  return rows
-
-
-def trained_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
-  """(K,) int32 indices of the steps with σ > 0."""
-  sigma = np.asarray(sampler_lib.step_constants(config).sigma)
-  return np.nonzero(sigma > 0)[0].astype(np.int32)
+  scale = objective.score_scale(config)
+  return [{"step": k, "t": int(c.t[k]), "sigma": float(c.sigma[k]),
+           "a": float(a[k]),
+           "a_over_sigma": float(scale[k]) if c.sigma[k] > 0 else None,
+           "trained": bool(c.sigma[k] > 0)} for k in range(len(c.t))]
 
 
 def first_third_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
   """Trained steps of the first third of the schedule, k < ⌈S/3⌉."""
-  steps = trained_steps(config)
+  steps = objective.trainable_steps(config)
   return steps[steps < math.ceil(config.num_steps / 3)]
 
 
@@ -160,12 +150,6 @@ def _pairwise_variance(x: jax.Array, axis: int = 1) -> jax.Array:
   m = x.shape[-1]
   diff = x[..., :, None] - x[..., None, :]
   return jnp.sum(jnp.square(diff), axis=(-1, -2)) / (2.0 * m * (m - 1))
-
-
-def _advantages(rewards: dict[str, jax.Array],
-                config: rewards_lib.RewardConfig) -> jax.Array:
-  out = rewards_lib.advantages(rewards, config)
-  return out[0] if isinstance(out, tuple) else out
 
 
 class Probe:
@@ -200,7 +184,7 @@ class Probe:
     self.num_microbatches = max(1, num_microbatches)
     self.sampler = group_sampler.rollout_config(config.sampler)
     self.table = schedule_table(self.sampler)
-    self.trained = trained_steps(self.sampler)
+    self.trained = objective.trainable_steps(self.sampler)
     self.first_third = first_third_steps(self.sampler)
     # Joint rewards only (critic scores come from `score_fn` directly).
     self._joint_reward = dataclasses.replace(config.reward, weight_vis=0.0)
@@ -239,7 +223,7 @@ class Probe:
         _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
         config=self.config.group, sampler_config=self.sampler)
     rewards, _ = self._score(out.samples, batch, critic_params)
-    adv = _advantages(rewards, self.config.reward)
+    adv = rewards_lib.advantages(rewards, self.config.reward)[0]
     flat = lambda x: x.reshape((num_seq * group,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
     return RolloutSet(
         xs=flat(out.xs), T_world_cpf=flat(out.condition.T_world_cpf),

@@ -19,7 +19,7 @@ record the skip; the loop stops training after
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -91,22 +91,55 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       warmup_steps=config.warmup_steps)
 
 
+class ParamsEmaState(NamedTuple):
+  """The moving average of the parameters after each applied update."""
+  params_ema: Any
+
+
+def track_params_ema(decay: float) -> optax.GradientTransformation:
+  """Passes updates through and keeps, in its state,
+  ema ← decay·ema + (1 − decay)·(params + updates), starting at the initial
+  parameters."""
+
+  def init_fn(params):
+    return ParamsEmaState(jax.tree.map(jnp.copy, params))
+
+  def update_fn(updates, state, params):
+    new_params = optax.apply_updates(params, updates)
+    return updates, ParamsEmaState(optax.tree.update_moment(
+        new_params, state.params_ema, decay, order=1))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Gradient clipping by global norm, then AdamW with `make_schedule`.
+  """Gradient clipping by global norm, AdamW with `make_schedule`, and the
+  parameters' moving average when `ema_decay` > 0.
 
   Args:
     config: the optimiser config: `learning_rate`, `warmup_steps`,
       `weight_decay`, `grad_clip_norm` (<= 0 disables clipping), `b1`, `b2`,
-      `eps`.
+      `eps`, `ema_decay` (0: no average).
 
   Returns:
     The optax transformation.
   """
-  adamw = optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
-                      eps=config.eps, weight_decay=config.weight_decay)
-  if config.grad_clip_norm <= 0:
-    return adamw
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adamw)
+  if not 0 <= config.ema_decay < 1:
+    raise ValueError(f"optimizer.ema_decay={config.ema_decay}: expected in "
+                     "[0, 1)")
+  parts = [optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
+                       eps=config.eps, weight_decay=config.weight_decay)]
+  if config.grad_clip_norm > 0:
+    parts.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.ema_decay > 0:
+    parts.append(track_params_ema(config.ema_decay))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def averaged_params(state: TrainState) -> Any:
+  """The parameters' moving average (`ema_decay` > 0), else the parameters."""
+  ema = optax.tree.get(state.opt_state, "params_ema")
+  return state.params if ema is None else ema
 
 
 def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,

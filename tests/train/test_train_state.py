@@ -21,7 +21,7 @@ def _adam_step_rtol(t, b2=0.999):
 def _opt_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       learning_rate=0.1, warmup_steps=2, weight_decay=0.01, grad_clip_norm=1.0,
-      b1=0.9, b2=0.999, eps=1e-8))
+      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0))
   config.update(overrides)
   return config
 
@@ -122,3 +122,32 @@ def test_nonfinite_step_is_skipped_and_counted(bad):
 def test_negative_warmup_is_an_error():
   with pytest.raises(ValueError, match="optimizer.warmup_steps=-1"):
     state_lib.make_schedule(_opt_config(warmup_steps=-1))
+
+
+def test_parameter_average_by_hand():
+  """ema ← d·ema + (1 − d)·params after each update, from the initial
+  parameters; the updates themselves are unchanged by it."""
+  config = _opt_config(grad_clip_norm=0.0, warmup_steps=0, weight_decay=0.0,
+                       learning_rate=0.5, ema_decay=0.75)
+  plain = state_lib.make_optimizer(_opt_config(
+      grad_clip_norm=0.0, warmup_steps=0, weight_decay=0.0, learning_rate=0.5))
+  params = {"w": jnp.array([1.0, -2.0])}
+  state = state_lib.create(params, state_lib.make_optimizer(config),
+                           jax.random.PRNGKey(0))
+  reference = state_lib.create(params, plain, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(state_lib.averaged_params(state)["w"],
+                                [1.0, -2.0])
+  assert state_lib.averaged_params(reference) is reference.params
+  expected = np.array([1.0, -2.0])
+  for grad in ([1.0, -1.0], [0.5, 2.0]):
+    grads = {"w": jnp.array(grad)}
+    state, _ = state_lib.apply_gradients(
+        state, grads, jnp.float32(0), state_lib.make_optimizer(config))
+    reference, _ = state_lib.apply_gradients(reference, grads,
+                                             jnp.float32(0), plain)
+    np.testing.assert_array_equal(state.params["w"], reference.params["w"])
+    expected = 0.75 * expected + 0.25 * np.asarray(state.params["w"])
+    np.testing.assert_allclose(state_lib.averaged_params(state)["w"],
+                               expected, rtol=4 * np.finfo(np.float32).eps)
+  with pytest.raises(ValueError, match="ema_decay=1.0"):
+    state_lib.make_optimizer(_opt_config(ema_decay=1.0))
