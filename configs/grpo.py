@@ -98,6 +98,12 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.group.sampler_steps = 30
   # Sampler update: "egoallo" (EgoAllo's exactly) or "ddim" (DDIM-η).
   config.group.sampler_update = "egoallo"
+  # Training-only exploration: the first N rollout steps take DDIM-η's larger
+  # σ (EgoAllo's σ after step 0 is 0.005–0.09); log-probs follow it, and
+  # evaluation keeps the exact sampler. 0: off.
+  config.group.explore_steps = 0
+  # η of those steps (1: the DDPM posterior's σ).
+  config.group.explore_eta = 1.0
   # x̂0's body rotations projected by "svd" (EgoAllo's U·Vᵀ) or "polar" (the
   # same matrix to ~1e-6 by a Newton iteration; 3× faster demo rollouts on CPU).
   config.group.rotation_projection = "polar"

@@ -71,6 +71,11 @@ class SamplerConfig:
   update: Literal["egoallo", "ddim"] = "egoallo"
   # DDIM's η (update="ddim" only): 0 deterministic, 1 DDPM posterior.
   eta: float = 1.0
+  # Training-only exploration: the first `explore_steps` steps use DDIM's
+  # update with η = `explore_eta` (larger σ than EgoAllo's after step 0);
+  # the log-probs follow the σ used. 0: off (evaluation and inference).
+  explore_steps: int = 0
+  explore_eta: float = 1.0
   # Longest window the network sees, and frames shared by neighbours.
   window_size: int = 128
   overlap: int = 32
@@ -106,6 +111,10 @@ class SamplerConfig:
     if self.num_steps < 1:
       raise ValueError(f"SamplerConfig.num_steps must be ≥ 1, got "
                        f"{self.num_steps}")
+    if not 0 <= self.explore_steps <= self.num_steps or self.explore_eta < 0:
+      raise ValueError(f"SamplerConfig: need 0 ≤ explore_steps ≤ num_steps and "
+                       f"explore_eta ≥ 0, got {self.explore_steps}, "
+                       f"{self.explore_eta}")
     if not 0 <= self.overlap < self.window_size:
       raise ValueError(f"SamplerConfig: need 0 ≤ overlap < window_size, got "
                        f"{self.overlap}, {self.window_size}")
@@ -204,10 +213,20 @@ def timesteps(config: SamplerConfig) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def step_coefficients(config: SamplerConfig) -> schedule_lib.StepCoefficients:
-  """The float64 per-step coefficients of the sampler's schedule."""
+  """The float64 per-step coefficients of the sampler's schedule (DDIM-η's
+  for the first `explore_steps` steps)."""
   schedule = schedule_lib.cosine_schedule(config.max_t)
-  return schedule_lib.step_coefficients(schedule, timesteps(config),
-                                        kind=config.update, eta=config.eta)
+  ts = timesteps(config)
+  coeffs = schedule_lib.step_coefficients(schedule, ts, kind=config.update,
+                                          eta=config.eta)
+  if not config.explore_steps:
+    return coeffs
+  explore = schedule_lib.step_coefficients(schedule, ts, kind="ddim",
+                                           eta=config.explore_eta)
+  first = np.arange(len(coeffs.t)) < config.explore_steps
+  return dataclasses.replace(coeffs, **{
+      f.name: np.where(first, getattr(explore, f.name), getattr(coeffs, f.name))
+      for f in dataclasses.fields(coeffs)})
 
 
 def step_constants(config: SamplerConfig) -> StepConstants:

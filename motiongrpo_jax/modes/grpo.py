@@ -30,6 +30,7 @@ the run and those of its first iteration (same base, same batch).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -112,6 +113,7 @@ def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
               persistence=n.persistence, fps=config.data.fps, axes=n.axes)),
       sampler=sampler_lib.SamplerConfig(
           num_steps=g.sampler_steps, update=g.sampler_update,
+          explore_steps=g.explore_steps, explore_eta=g.explore_eta,
           log_prob_reduction=g.log_prob_reduction, return_means=False,
           rotation_projection=g.rotation_projection),
       reward=rewards_lib.RewardConfig(
@@ -326,9 +328,11 @@ def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
   per-window values are paired. NaN where a window is too short for a metric
   (jitter needs 4 valid frames).
   """
+  # Evaluation samples with the exact sampler (no training exploration).
+  exact = dataclasses.replace(static.sampler, explore_steps=0)
   fn = jax.jit(functools.partial(
       diagnostics.heldout_metrics, apply_fn, body=body, packed_dim=packed_dim,
-      sampler_config=static.sampler, reward_config=static.reward,
+      sampler_config=exact, reward_config=static.reward,
       num_samples=config.eval.num_samples,
       score_fn=score_fn if static.reward.weight_vis else None))
 

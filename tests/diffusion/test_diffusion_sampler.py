@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from motiongrpo_jax.diffusion import sampler
+from motiongrpo_jax.diffusion import schedule as schedule_lib
 from motiongrpo_jax.diffusion import windows
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model.denoiser import Denoiser, DenoiserConfig
@@ -282,3 +283,36 @@ def test_rollout_rescore_and_no_recompile():
   scans = [e for e in jaxpr.jaxpr.eqns[0].params["jaxpr"].eqns
            if e.primitive.name == "scan"]
   assert len(scans) == 1 and scans[0].params["length"] == 30
+
+
+def test_exploration_steps_use_ddim_sigma_and_its_log_prob_by_hand():
+  """The first `explore_steps` steps take DDIM-η's σ and update; the density
+  of a given x_next is the Gaussian one with that σ (float64 by hand)."""
+  config = sampler.SamplerConfig(num_steps=30, explore_steps=3,
+                                 explore_eta=1.0, log_prob_reduction="sum")
+  exact = sampler.SamplerConfig(num_steps=30)
+  sched = schedule_lib.cosine_schedule()
+  ts = schedule_lib.quadratic_ts(30)
+  consts, exact_consts = (sampler.step_constants(c) for c in (config, exact))
+  np.testing.assert_array_equal(consts.sigma[3:], exact_consts.sigma[3:])
+  k = 1  # t = 841 → 784: EgoAllo's σ 0.088, DDIM's (η = 1) ~0.65
+  ab, ab_next = sched.alpha_bar[ts[k]], sched.alpha_bar[ts[k + 1]]
+  sigma = math.sqrt((1 - ab_next) / (1 - ab) * (1 - ab / ab_next))
+  assert float(consts.sigma[k]) == pytest.approx(sigma, rel=1e-6)
+  assert sigma > 5 * float(exact_consts.sigma[k])
+  rng = np.random.default_rng(0)
+  x_t, x0, x_next = (rng.normal(size=(1, 4, 226)) for _ in range(3))
+  step = jax.tree.map(lambda c: c[k], consts)
+  out = sampler.sampler_step(None, None, jnp.asarray(x_t, jnp.float32), step,
+                             None, x_next=jnp.asarray(x_next, jnp.float32),
+                             config=config, x0=jnp.asarray(x0, jnp.float32))
+  # DDIM's mean: √ᾱ'·x̂0 + √(1 − ᾱ' − σ²)·(x_t − √ᾱ·x̂0)/√(1 − ᾱ).
+  mean = (math.sqrt(ab_next) * x0 + math.sqrt(1 - ab_next - sigma**2)
+          * (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab))
+  n = x_next.size
+  log_prob = (-0.5 * np.sum((x_next - mean)**2) / sigma**2
+              - n * math.log(sigma) - 0.5 * n * math.log(2 * math.pi))
+  # Float32: ~1e3 terms of size ~1 summed (≈ 1e3·eps relative to the sum).
+  assert float(out.log_prob[0]) == pytest.approx(log_prob, rel=1e-5)
+  with pytest.raises(ValueError, match="explore_steps"):
+    sampler.SamplerConfig(num_steps=3, explore_steps=4).validate()
