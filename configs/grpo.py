@@ -94,6 +94,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.group.group_size = 8
   # One initial noise x_T per group (True) or one per member (False).
   config.group.shared_initial_noise = True
+  # K members share each condition-noise draw, and with K >= 2 the
+  # advantages' baselines are within those sub-groups (1: one per member).
+  config.group.rollouts_per_condition = 1
   # Sampling steps (EgoAllo's schedule: 30; its update needs >= 26).
   config.group.sampler_steps = 30
   # Sampler update: "egoallo" (EgoAllo's exactly) or "ddim" (DDIM-η).

@@ -2,7 +2,8 @@
 
 For every sequence b (key k_b) and member g = 0 … G−1:
   1. k_init, k_member, k_cond = split(k_b, 3);
-  2. condition noise P_bg from fold_in(k_cond, g) (`condition_noise`), added
+  2. condition noise P_bg from fold_in(k_cond, g // K) (`condition_noise`;
+     K = `rollouts_per_condition` members share a draw), added
      to the CPF translations: H̃_bg = {R, τ + λ·P_bg}; the conditioning
      features are computed from H̃_bg (`sampler.sampler_condition`);
   3. x_T: shared within the group, N(0, I) from k_init
@@ -40,6 +41,11 @@ class GroupConfig:
   group_size: int = 8
   # One initial noise x_T per group (True) or one per member (False).
   shared_initial_noise: bool = True
+  # K consecutive members share one condition-noise draw (G/K conditions per
+  # group); with K >= 2 the advantages' baselines are taken within those
+  # sub-groups, so the spread a condition causes is not credited to the
+  # policy. 1: one condition per member, the baseline is the whole group.
+  rollouts_per_condition: int = 1
   # Per-member noise on the CPF translations.
   noise: noise_lib.ConditionNoiseConfig = noise_lib.ConditionNoiseConfig()
 
@@ -49,8 +55,19 @@ class GroupConfig:
       raise ValueError(
           f"group.group_size={self.group_size}: expected >= 2 (advantages are "
           "normalised within a group; a group of 1 has no spread)")
+    if (self.rollouts_per_condition < 1
+        or self.group_size % self.rollouts_per_condition):
+      raise ValueError(
+          f"group.rollouts_per_condition={self.rollouts_per_condition}: "
+          f"expected a divisor of group.group_size={self.group_size}")
     self.noise.validate()
     return self
+
+  @property
+  def baseline_size(self) -> int:
+    """Members per advantage baseline: the sub-group, or the whole group."""
+    k = self.rollouts_per_condition
+    return k if k >= 2 else self.group_size
 
 
 class GroupInputs(NamedTuple):
@@ -124,7 +141,8 @@ def sample_groups(apply_fn: sampler_lib.ApplyFn, params: Any,
   def sequence(key, Ts_world_cpf, floor_z, pose_mask):
     k_init, k_member, k_cond = jax.random.split(key, 3)
     member_keys = jax.vmap(jax.random.fold_in, (None, 0))(k_member, members)
-    cond_keys = jax.vmap(jax.random.fold_in, (None, 0))(k_cond, members)
+    cond_keys = jax.vmap(jax.random.fold_in, (None, 0))(
+        k_cond, members // config.rollouts_per_condition)
     noise = jax.vmap(lambda k: noise_lib.sample_noise(
         k, num_poses, config.noise, pose_mask))(cond_keys)  # shape [G, L+1, 3]
     Ts_tilde = noise_lib.perturb_translations(Ts_world_cpf[None], noise)

@@ -30,13 +30,14 @@ Advantages (GRPO), for rewards r of shape (B, G) (B groups of G members):
     with "batch", a group whose members barely differ gets small advantages
     instead of unit ones; `std_floor` bounds the amplification of round-off
     and noise in any case;
-  * A ← clip(A, −A_max, A_max), after the normalisation.
+  * A ← clip(A, −A_max, A_max), after the normalisation;
+  * with members sharing condition draws (`GroupConfig.rollouts_per_condition`
+    K >= 2), "group" means each sub-group of K members.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -301,7 +302,7 @@ def group_normalise(rewards: jax.Array, std_floor: float,
 
 
 def advantages(rewards: dict[str, jax.Array], config: RewardConfig,
-               axis_name: str | None = None
+               axis_name: str | None = None, baseline_size: int | None = None
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """GRPO advantages from sub-rewards of shape (B, G) (module docstring).
 
@@ -310,6 +311,9 @@ def advantages(rewards: dict[str, jax.Array], config: RewardConfig,
       weight.
     config: weights, normalisation, floor and clip.
     axis_name: the data-parallel axis (`std_scope="batch"` under shard_map).
+    baseline_size: members per baseline: consecutive sub-groups of this size
+      (a divisor of G) are centred (and, for "group", scaled) on their own;
+      None: the whole group.
 
   Returns:
     (A (B, G), {name: (B, G) normalised value}): the normalised hybrid reward
@@ -319,8 +323,14 @@ def advantages(rewards: dict[str, jax.Array], config: RewardConfig,
   if missing:
     raise ValueError(f"advantages: no values for the weighted sub-rewards "
                      f"{missing}")
-  norm = functools.partial(group_normalise, std_floor=config.std_floor,
-                           scope=config.std_scope, axis_name=axis_name)
+  shape = next(iter(rewards.values())).shape  # (B, G)
+  size = baseline_size or shape[-1]
+
+  def norm(r):
+    out = group_normalise(r.reshape(-1, size), config.std_floor,
+                          config.std_scope, axis_name)
+    return out.reshape(shape)
+
   if config.normalisation == "sum":
     normalised = {"hybrid": norm(hybrid(rewards, config))}
     total = normalised["hybrid"]

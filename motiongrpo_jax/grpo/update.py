@@ -275,8 +275,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     # --- (2) rewards, advantages, group diagnostics.
     rewards, posed = score_samples(rollout.samples, batch, body,
                                    config.reward, score_fn, critic_params)
-    advantages, _ = rewards_lib.advantages(rewards, config.reward,
-                                           axis_name=DATA_AXIS)
+    advantages, _ = rewards_lib.advantages(
+        rewards, config.reward, axis_name=DATA_AXIS,
+        baseline_size=config.group.baseline_size)
     metrics = diagnostics.group_diagnostics(
         rewards, advantages, posed.joints, rollout.mask, config.reward,
         config.zero_advantage_threshold)  # per device; pmean'd below

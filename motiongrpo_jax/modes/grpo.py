@@ -107,6 +107,7 @@ def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
   return update.UpdateConfig(
       group=group_sampler.GroupConfig(
           group_size=g.group_size, shared_initial_noise=g.shared_initial_noise,
+          rollouts_per_condition=g.rollouts_per_condition,
           noise=condition_noise.ConditionNoiseConfig(
               kind=n.kind, amplitude=n.amplitude,
               base_frequency=n.base_frequency, octaves=n.octaves,

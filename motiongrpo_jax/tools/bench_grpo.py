@@ -123,7 +123,8 @@ def make_phases(apply_fn, config: update_lib.UpdateConfig,
   def rewards(samples, batch):
     raw, _ = update_lib.score_samples(samples, batch, body, config.reward,
                                       None, None)
-    return rewards_lib.advantages(raw, config.reward)[0]
+    return rewards_lib.advantages(
+        raw, config.reward, baseline_size=config.group.baseline_size)[0]
 
   def loss_fn(params, examples, steps):
     xs, cpf, rel, mask, old, adv = examples

@@ -223,7 +223,9 @@ class Probe:
         _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
         config=self.config.group, sampler_config=self.sampler)
     rewards, _ = self._score(out.samples, batch, critic_params)
-    adv = rewards_lib.advantages(rewards, self.config.reward)[0]
+    adv = rewards_lib.advantages(
+        rewards, self.config.reward,
+        baseline_size=self.config.group.baseline_size)[0]
     flat = lambda x: x.reshape((num_seq * group,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
     return RolloutSet(
         xs=flat(out.xs), T_world_cpf=flat(out.condition.T_world_cpf),

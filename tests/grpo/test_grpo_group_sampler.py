@@ -120,3 +120,19 @@ def test_independent_initial_noise_and_no_condition_noise(groups):
 def test_group_of_one_is_rejected():
   with pytest.raises(ValueError, match="group_size"):
     group_sampler.GroupConfig(group_size=1).validate()
+
+
+def test_members_sharing_a_condition():
+  """rollouts_per_condition = 2 of G = 4: members 0, 1 and 2, 3 share a
+  noise draw; the pairs differ; baselines are per pair."""
+  config = dataclasses.replace(GROUP, group_size=4, rollouts_per_condition=2)
+  assert config.baseline_size == 2 and GROUP.baseline_size == 3
+  keys = jax.random.split(jax.random.key(1), B)
+  noise = np.asarray(_sample(_params(), _inputs(), keys,
+                             config).condition_noise)  # shape [B, 4, L+1, 3]
+  np.testing.assert_array_equal(noise[:, 0], noise[:, 1])
+  np.testing.assert_array_equal(noise[:, 2], noise[:, 3])
+  assert np.abs(noise[:, 0] - noise[:, 2]).max() > 1e-3
+  with pytest.raises(ValueError, match="rollouts_per_condition=3"):
+    dataclasses.replace(GROUP, group_size=4,
+                        rollouts_per_condition=3).validate()

@@ -167,3 +167,17 @@ def test_visual_reward_and_missing_critic():
   with pytest.raises(ValueError, match="every weight is 0"):
     rewards.RewardConfig(weight_rot=0, weight_pos=0, weight_pa_pos=0,
                          weight_vel=0).validate()
+
+
+def test_sub_group_baselines_by_hand():
+  """Baselines within sub-groups of 2 (members sharing a condition): the
+  spread between the sub-groups (the conditions') is not credited."""
+  config = rewards.RewardConfig(weight_pos=0.0, weight_pa_pos=0.0,
+                                weight_vel=0.0, std_scope="group",
+                                std_floor=1e-3)
+  r = {"rot": jnp.array([[0.1, 0.3, 0.8, 0.9]])}
+  adv, _ = rewards.advantages(r, config, baseline_size=2)
+  # Sub-groups (0.1, 0.3) and (0.8, 0.9): ±0.1/0.1 and ±0.05/0.05.
+  np.testing.assert_allclose(np.asarray(adv)[0], [-1, 1, -1, 1], rtol=1e-5)
+  whole, _ = rewards.advantages(r, config)
+  assert float(whole[0, 0]) < -1 and float(whole[0, 3]) > 1
