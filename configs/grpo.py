@@ -177,10 +177,11 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # Per-step log-ratio weights: "none" (the exact ratio) or "score" (w_k ∝
   # σ_k/a_k: every step's score on the same scale; `grpo/objective.py`).
   config.objective.step_weighting = "score"
-  # Passes over an iteration's samples.
-  config.objective.num_epochs = 1
+  # Passes over an iteration's samples (2 × 2 updates per batch: MPJPE −4.1 %
+  # vs −3.1 % with one update on the demo base; README, "GRPO recipe").
+  config.objective.num_epochs = 2
   # Optimiser updates per epoch.
-  config.objective.num_minibatches = 1
+  config.objective.num_minibatches = 2
   # Gradient-accumulation chunks per update (memory only).
   config.objective.num_microbatches = 1
   # A group whose raw hybrid reward (Σ w·r / Σ w, in [0, 1]) varies less than
@@ -190,7 +191,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
   config.optimizer = config_sections.optimizer(
-      learning_rate=1e-5, warmup_steps=0, weight_decay=0.0)
+      learning_rate=2e-5, warmup_steps=0, weight_decay=0.0)
 
   # #### Held-out evaluation (validation during training, and the final
   # base-vs-GRPO table in summary.json) ####
@@ -226,7 +227,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     config.data.build_synthetic_if_missing = True
     config.data.seq_len = 32
     config.data.batch_size = 8
-    config.optimizer.learning_rate = 2e-5
     config.eval.batch_size = 16
     config.eval.val_batches = 4
     config.train.num_steps = 60
