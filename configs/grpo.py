@@ -75,7 +75,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # Build a synthetic dataset when there is none (demo only).
   config.data.build_synthetic_if_missing = False
   # Synthetic build: sequences and frames per sequence (as the pretrain demo).
-  config.data.synthetic_num_sequences = 48
+  config.data.synthetic_num_sequences = 160
   config.data.synthetic_num_frames = 240
   # Split trained on.
   config.data.train_split = "train"
