@@ -93,11 +93,13 @@ PANELS: tuple[Panel, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class Series:
-  """One plotted line: `values` at `steps`."""
+  """One plotted line: `values` at `steps`, with a 95 % band (±1.96·stderr)
+  where the records log `<key>_stderr` (held-out metrics over windows)."""
 
   label: str
   steps: np.ndarray
   values: np.ndarray
+  stderr: np.ndarray | None = None
 
 
 def read_records(workdir: str | pathlib.Path) -> list[dict]:
@@ -163,6 +165,7 @@ def panel_series(records: Sequence[dict], panel: Panel) -> list[Series]:
   for split, pattern in panel.series:
     keys = sorted({k for r in records if r.get("split", "train") == split
                    for k in r if k not in ("step", "split", "time")
+                   and not k.endswith("_stderr")
                    and fnmatch.fnmatchcase(k, pattern)})
     for key in keys:
       if (split, key) in seen:
@@ -171,15 +174,22 @@ def panel_series(records: Sequence[dict], panel: Panel) -> list[Series]:
       line = series(records, split, key)
       if line.steps.size and np.isfinite(line.values).any():
         label = f"{split}/{key}" if len(splits) > 1 else key
-        out.append(dataclasses.replace(line, label=label))
+        band = series(records, split, f"{key}_stderr")
+        stderr = (band.values if np.array_equal(band.steps, line.steps)
+                  else None)
+        out.append(dataclasses.replace(line, label=label, stderr=stderr))
   return out
 
 
 def _draw(ax, panel: Panel, lines: list[Series]) -> None:
   for line in lines:
     marker = "o" if line.steps.size < 30 else None
-    ax.plot(line.steps, line.values, label=line.label, marker=marker,
-            markersize=3, linewidth=1.2)
+    drawn, = ax.plot(line.steps, line.values, label=line.label,
+                     marker=marker, markersize=3, linewidth=1.2)
+    if line.stderr is not None:
+      ax.fill_between(line.steps, line.values - 1.96 * line.stderr,
+                      line.values + 1.96 * line.stderr,
+                      color=drawn.get_color(), alpha=0.2, linewidth=0)
   if panel.log_y and all((ln.values[np.isfinite(ln.values)] > 0).all()
                          for ln in lines):
     ax.set_yscale("log")

@@ -20,7 +20,7 @@ def _write(path, records):
 
 def _grpo_records():
   out = [{"step": 0, "split": "val", "time": 0.0, "mpjpe": 120.0,
-          "reward/pos": 0.5, "foot_skate": 0.4}]
+          "mpjpe_stderr": 5.0, "reward/pos": 0.5, "foot_skate": 0.4}]
   for step in (1, 2, 3):
     out.append({"step": step, "split": "train", "time": 1.0 + step,
                 "loss": -0.1 * step, "reward/pos_mean": 0.5 + 0.1 * step,
@@ -34,7 +34,7 @@ def _grpo_records():
               "reward/pos_mean": 0.9, "reward/pos_group_std": 0.05,
               "reward/rot_mean": 0.6, "reward/rot_group_std": 0.04})
   out.append({"step": 3, "split": "val", "time": 10.0, "mpjpe": 100.0,
-              "reward/pos": 0.7, "foot_skate": 0.3})
+              "mpjpe_stderr": 4.0, "reward/pos": 0.7, "foot_skate": 0.3})
   return out
 
 
@@ -62,6 +62,10 @@ def test_grpo_panels_and_values(tmp_path):
   assert y[0] == pytest.approx(-0.1) and np.isnan(y[1])
   val = {ln.get_label(): ln for ln in axes[8].get_lines()}
   np.testing.assert_allclose(val["mpjpe"].get_ydata(), [120.0, 100.0])
+  assert "mpjpe_stderr" not in val  # drawn as the line's 95 % band
+  band = axes[8].collections[0].get_paths()[0].vertices[:, 1]
+  np.testing.assert_allclose([band.min(), band.max()],
+                             [100.0 - 1.96 * 4.0, 120.0 + 1.96 * 5.0])
   assert axes[10].get_yscale() == "log"
 
 
