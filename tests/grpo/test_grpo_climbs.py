@@ -8,9 +8,8 @@ scatter around b and the joint rewards (against one ground-truth motion, the
 same for every group) are highest near b = the ground truth. The whole `update.make_train_step` runs:
 group sampling, body posing, rewards, advantages, re-scoring, the clipped
 objective, AdamW. Starting from identity rotations, the training reward must
-rise far beyond its iteration-to-iteration noise; a flipped advantage,
-log-prob or ratio makes it fall or stay flat (the GRPO closing note shows
-those runs).
+rise far beyond its iteration-to-iteration noise. With the advantage's sign,
+the log-prob's sign or the ratio flipped, it falls by ~0.1–0.2 instead.
 """
 
 import dataclasses
