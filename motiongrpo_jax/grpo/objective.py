@@ -57,6 +57,8 @@ class ObjectiveConfig:
     if not 0 < self.clip_range < 1:
       raise ValueError(f"objective.clip_range={self.clip_range}: expected in "
                        "(0, 1)")
+    if self.kl_beta < 0:
+      raise ValueError(f"objective.kl_beta={self.kl_beta}: expected >= 0")
     if self.step_weighting not in ("none", "score"):
       raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
                        "expected 'none' or 'score'")
