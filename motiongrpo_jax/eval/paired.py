@@ -14,9 +14,11 @@ import numpy as np
 from scipy import stats
 
 
-def relative_change(base: np.ndarray, new: np.ndarray) -> float:
-  """100·(mean(new) − mean(base))/|mean(base)|, in %."""
-  return float(100.0 * (np.mean(new) - np.mean(base)) / abs(np.mean(base)))
+def relative_change(base: np.ndarray, new: np.ndarray,
+                    axis: int | None = None) -> np.ndarray:
+  """100·(mean(new) − mean(base))/|mean(base)| over `axis`, in %."""
+  base_mean = np.mean(base, axis)
+  return 100.0 * (np.mean(new, axis) - base_mean) / np.abs(base_mean)
 
 
 def paired_change(base: np.ndarray, new: np.ndarray, *,
@@ -45,12 +47,11 @@ def paired_change(base: np.ndarray, new: np.ndarray, *,
          "ci_low": float("nan"), "ci_high": float("nan")}
   if len(base) == 0 or np.mean(base) == 0:
     return out
-  out["change_percent"] = relative_change(base, new)
+  out["change_percent"] = float(relative_change(base, new))
   if len(base) < 2 or np.all(base == base[0]) and np.all(new == new[0]):
     return out
   result = stats.bootstrap(
-      (base, new), lambda b, n, axis: 100.0 * (np.mean(n, axis) - np.mean(
-          b, axis)) / np.abs(np.mean(b, axis)), paired=True, vectorized=True,
+      (base, new), relative_change, paired=True, vectorized=True,
       confidence_level=confidence, n_resamples=num_resamples,
       method="percentile", rng=np.random.default_rng(seed))
   out["ci_low"] = float(result.confidence_interval.low)

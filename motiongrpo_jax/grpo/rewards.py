@@ -292,7 +292,7 @@ def group_normalise(rewards: jax.Array, std_floor: float,
   """
   centred = rewards - jnp.mean(rewards, axis=-1, keepdims=True)  # shape [B, G]
   if scope == "group":
-    scale = jnp.sqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True))
+    scale = jnp.std(rewards, axis=-1, keepdims=True)
   else:
     mean_square = jnp.mean(jnp.square(centred))
     if axis_name is not None:
