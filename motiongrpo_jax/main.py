@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import shutil
 
 import jax
 from absl import app
@@ -17,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from motiongrpo_jax import cli
 from motiongrpo_jax import modes
 from motiongrpo_jax import run_record
 from motiongrpo_jax.train import distributed
@@ -51,7 +53,14 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.mode  # pylint: disable=pointless-statement
+  except (ValueError, OSError) as e:  # config_flags reports a missing file
+    # only when the config is first used.
+    reason = [l.strip() for l in str(e).splitlines() if l.strip()][-1]
+    raise app.UsageError(
+        f"{flags.FLAGS['config'].serialize()}: {reason}") from e
   workdir = _WORKDIR.value
   # Before anything touches a device.
   distributed.initialize(distributed.settings(
@@ -65,10 +74,23 @@ def main(argv: list[str]) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = str(pathlib.Path("runs") / f"{config.mode}-{stamp}")
   run = modes.get(config.mode)  # Fails before anything is written.
+  created = not pathlib.Path(workdir).exists()
   run_record.write(workdir, config)
   logging.info("mode %s, workdir %s", config.mode, workdir)
-  run(config, workdir)
+  try:
+    run(config, workdir)
+  except Exception:
+    # A run that failed before its first checkpoint leaves nothing behind; a
+    # workdir that existed before (a run to resume) is never touched.
+    if created and not _holds_checkpoint(pathlib.Path(workdir)):
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+
+
+def _holds_checkpoint(workdir: pathlib.Path) -> bool:
+  return any(any(d.iterdir()) for d in workdir.rglob("checkpoints")
+             if d.is_dir())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -142,6 +142,14 @@ class MotionSequences(tfds.core.GeneratorBasedBuilder):
     self.split_counts: dict[str, dict[str, int]] = {}
     super().__init__(**kwargs)
 
+  # A local build reports through `progress` and `BuildSummary`; TFDS's
+  # "Downloading and preparing … Unknown size" lines would only confuse.
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -273,6 +281,7 @@ def build(
              if not p.exists()]
   output_dir.mkdir(parents=True, exist_ok=True)
   scratch = pathlib.Path(tempfile.mkdtemp(prefix=".build-", dir=output_dir))
+  tfds.disable_progress_bar()  # Records are counted by `progress` instead.
   try:
     builder = MotionSequences(
         records=records, spool_dir=scratch / "spool", progress=progress,

@@ -15,6 +15,11 @@ and the CLEAN head trajectory (never the noisy condition a member saw):
     (`eval.metrics.umeyama`, the standard PA-MPJPE convention).
   * "vel": exp(−ω_vel·e_vel), joint velocity error: mean over valid frame
     pairs and joints of ‖v̂ − v‖₂ with v = (p_{t+1} − p_t)·fps (m/s).
+  * "skate": exp(−ω_skate·e_skate), foot sliding: the predicted foot
+    joints' horizontal speed ‖Δxy‖₂·fps (m/s), averaged with weights w_tf,
+    how firmly the GROUND-TRUTH foot is planted at that frame pair
+    (`eval.metrics.foot_planted_weights`); 0 where the truth never plants a
+    foot. None of the other errors sees a foot that slides a few cm.
   * "vis": exp(ω_vis·s), s the perceptual critic's score of the sample
     (optional; weight 0 switches it off and no critic is needed).
 
@@ -49,8 +54,9 @@ from motiongrpo_jax.eval import metrics
 from motiongrpo_jax.model import packing
 
 # Sub-rewards in report order.
-REWARD_NAMES: tuple[str, ...] = ("rot", "pos", "pa_pos", "vel", "vis")
-JOINT_REWARD_NAMES: tuple[str, ...] = REWARD_NAMES[:4]
+REWARD_NAMES: tuple[str, ...] = ("rot", "pos", "pa_pos", "vel", "skate",
+                                  "vis")
+JOINT_REWARD_NAMES: tuple[str, ...] = REWARD_NAMES[:5]
 # Joints compared: the pelvis and the 21 body joints (as the eval metrics).
 _JOINTS = metrics.NUM_JOINTS
 
@@ -63,12 +69,14 @@ class RewardConfig:
   weight_pos: float = 1.0
   weight_pa_pos: float = 1.0
   weight_vel: float = 1.0
+  weight_skate: float = 0.0
   weight_vis: float = 0.0
   # ω_k in exp(−ω·err) (exp(+ω·s) for "vis"); units 1/err.
   omega_rot: float = 1.0
   omega_pos: float = 5.0
   omega_pa_pos: float = 10.0
   omega_vel: float = 1.0
+  omega_skate: float = 5.0
   omega_vis: float = 1.0
   # Local rotation error: "l1" (rotation matrices) or "geodesic" (radians).
   rotation_error: Literal["l1", "geodesic"] = "l1"
@@ -214,7 +222,7 @@ def _procrustes_aligned(pred: jax.Array, gt: jax.Array) -> jax.Array:
 
 def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,
                  config: RewardConfig) -> dict[str, jax.Array]:
-  """The four joint-level errors per sequence (module docstring).
+  """The joint-level errors per sequence (module docstring).
 
   Args:
     pred: posed sample, (..., L, ...) fields.
@@ -223,7 +231,7 @@ def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,
     config: `rotation_error` and `fps`.
 
   Returns:
-    {"rot", "pos", "pa_pos", "vel"}: (...) errors.
+    {"rot", "pos", "pa_pos", "vel", "skate"}: (...) errors.
   """
   gt_joints = jnp.broadcast_to(gt.joints, pred.joints.shape)
   rot = _rotation_error(pred.body_rotmats, gt.body_rotmats,
@@ -234,11 +242,19 @@ def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,
   dv = jnp.diff(pred.joints - gt_joints, axis=-3) * config.fps
   vel = jnp.mean(jnp.linalg.norm(dv, axis=-1), axis=-1)
   pair_mask = None if mask is None else mask[..., 1:] & mask[..., :-1]
+  planted = metrics.foot_planted_weights(  # (..., L−1, 4)
+      gt_joints, None if mask is None else jnp.broadcast_to(
+          mask, gt_joints.shape[:-2]))
+  feet = pred.joints[..., metrics.FOOT_JOINTS, :2]
+  speed = jnp.linalg.norm(jnp.diff(feet, axis=-3), axis=-1) * config.fps
+  skate = jnp.sum(planted * speed, axis=(-1, -2)) / jnp.maximum(
+      jnp.sum(planted, axis=(-1, -2)), 1e-6)
   return {
       "rot": _masked_mean(rot, mask),
       "pos": _masked_mean(pos, mask),
       "pa_pos": _masked_mean(pa, mask),
       "vel": _masked_mean(vel, pair_mask),
+      "skate": skate,
   }
 
 

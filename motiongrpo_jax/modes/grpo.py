@@ -84,11 +84,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # Metrics of the tables, in order (lower is better unless in _HIGHER).
 TABLE_METRICS = ("mpjpe", "pampjpe", "mpjve", "mpjre", "jitter", "foot_skate",
                  "reward/hybrid", "reward/rot", "reward/pos", "reward/pa_pos",
-                 "reward/vel", "reward/vis")
+                 "reward/vel", "reward/skate", "reward/vis")
 # Train diagnostics in the ablation table.
 DIAGNOSTICS = ("reward/hybrid_group_std", "reward/pos_group_std",
                "reward/rot_group_std", "reward/pa_pos_group_std",
-               "reward/vel_group_std", "reward/vis_group_std",
+               "reward/vel_group_std", "reward/skate_group_std",
+               "reward/vis_group_std",
                "zero_advantage_fraction", "diversity_joint_distance",
                "advantage_group_std", "grad_norm", "clip_fraction",
                "approx_kl", "ratio_min", "ratio_max")
@@ -120,9 +121,10 @@ def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
       reward=rewards_lib.RewardConfig(
           weight_rot=r.weight_rot, weight_pos=r.weight_pos,
           weight_pa_pos=r.weight_pa_pos, weight_vel=r.weight_vel,
-          weight_vis=r.weight_vis, omega_rot=r.omega_rot,
-          omega_pos=r.omega_pos, omega_pa_pos=r.omega_pa_pos,
-          omega_vel=r.omega_vel, omega_vis=r.omega_vis,
+          weight_skate=r.weight_skate, weight_vis=r.weight_vis,
+          omega_rot=r.omega_rot, omega_pos=r.omega_pos,
+          omega_pa_pos=r.omega_pa_pos, omega_vel=r.omega_vel,
+          omega_skate=r.omega_skate, omega_vis=r.omega_vis,
           rotation_error=r.rotation_error, normalisation=r.normalisation,
           std_scope=r.std_scope, std_floor=r.std_floor,
           advantage_clip=r.advantage_clip, fps=config.data.fps),
@@ -501,8 +503,6 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
                   "95% CI low": {n: c["ci_low"] for n, c in changes.items()},
                   "95% CI high": {n: c["ci_high"] for n, c in changes.items()}},
                  TABLE_METRICS)
-  logging.info("base vs GRPO on %s (%d iterations):\n%s", config.eval.split,
-               summary["iterations"], table)
   print(f"base vs GRPO on split {config.eval.split!r} after "
         f"{summary['iterations']} iterations:\n{table}", flush=True)
   _write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
@@ -596,7 +596,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   text = (_table(columns, TABLE_METRICS + DIAGNOSTICS)
           + "\n\nfirst iteration (same base, same batch):\n"
           + _table(first_columns, DIAGNOSTICS))
-  logging.info("ablation:\n%s", text)
   print(f"ablation on {base}:\n{text}", flush=True)
   _write_json(pathlib.Path(workdir) / ABLATION_FILE, table)
   return table

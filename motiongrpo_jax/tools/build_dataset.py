@@ -31,8 +31,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
-import tensorflow_datasets as tfds
-
+from motiongrpo_jax import cli
 from motiongrpo_jax.data import tfds_builder
 
 _SOURCE = flags.DEFINE_string("source", "synthetic", "Record source: a key of SOURCES.")
@@ -139,11 +138,10 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"--source={_SOURCE.value!r}: expected one of {sorted(SOURCES)}")
   source_fn = SOURCES[_SOURCE.value]
   print(f"building from --source={_SOURCE.value} into {_OUTPUT_DIR.value}", flush=True)
-  tfds.disable_progress_bar()
   summary = tfds_builder.build(lambda: source_fn(flags.FLAGS), _OUTPUT_DIR.value,
                                overwrite=_OVERWRITE.value, progress=_Progress())
   print("\n".join(summary_lines(summary)), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

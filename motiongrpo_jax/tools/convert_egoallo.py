@@ -39,6 +39,7 @@ import numpy as np
 import safetensors.numpy
 import yaml
 
+from motiongrpo_jax import cli
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import params_io
 
@@ -232,4 +233,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -22,6 +22,7 @@ import pathlib
 from absl import app
 from absl import flags
 
+from motiongrpo_jax import cli
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.body import smplh
 from motiongrpo_jax.export import amass_npz
@@ -88,4 +89,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -749,7 +749,7 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   # pylint: disable=g-import-not-at-top
-  from absl import app
+  from motiongrpo_jax import cli
   # pylint: enable=g-import-not-at-top
   _define_flags()
-  app.run(main, argv=sys.argv)
+  cli.run(main)

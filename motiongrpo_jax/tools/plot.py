@@ -41,6 +41,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from motiongrpo_jax import cli
 from motiongrpo_jax.train import metrics_writer
 
 FLAGS = flags.FLAGS
@@ -290,4 +291,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from motiongrpo_jax import cli
 from motiongrpo_jax import render
 
 _INPUT = flags.DEFINE_string("input", None, "Motion npz (e.g. outputs.npz).")
@@ -56,4 +57,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

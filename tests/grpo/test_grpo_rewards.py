@@ -112,11 +112,54 @@ def test_identical_motion_has_zero_error_and_root_from_cpf():
   pred = rewards.pose_sample(x0, T_world_cpf, body)
   np.testing.assert_allclose(pred.joints, gt.joints, atol=2e-5)
   errors = rewards.joint_errors(pred, gt, None, CONFIG)
-  for name in rewards.JOINT_REWARD_NAMES:
+  relative = [n for n in rewards.JOINT_REWARD_NAMES if n != "skate"]
+  for name in relative:
     assert float(errors[name]) == pytest.approx(0.0, abs=2e-4), name
   r = rewards.rewards_from_errors(errors, CONFIG)
-  for name in rewards.JOINT_REWARD_NAMES:
+  for name in relative:
     assert float(r[name]) == pytest.approx(1.0, abs=2e-3), name
+
+
+def _posed_feet(slide_per_frame, frames=5, foot_height=0.0):
+  """22 joints at 1 m; ankles 4 cm and toes `foot_height` m above the floor,
+  the four foot joints moving `slide_per_frame` metres along x per frame."""
+  joints = np.ones((frames, 22, 3), np.float32)
+  joints[:, 0, 2] = 0.0  # the pelvis does not set the floor
+  feet = list(rewards.metrics.FOOT_JOINTS)
+  joints[:, feet, 2] = [0.04, 0.04, foot_height, foot_height]
+  joints[:, 3, 2] = 0.0  # spine1 sets the floor at 0
+  joints[:, feet, 0] = np.arange(frames)[:, None] * slide_per_frame
+  rotmats = jnp.broadcast_to(jnp.eye(3), (frames, 21, 3, 3))
+  return rewards.PosedMotion(body_rotmats=rotmats, joints=jnp.asarray(joints))
+
+
+def test_skate_error_is_speed_where_the_truth_is_planted():
+  config = dataclasses.replace(CONFIG, fps=30.0)
+  planted = _posed_feet(0.0)
+  # Prediction slides 1 cm/frame = 0.3 m/s; weights do not matter when every
+  # weighted speed is the same: e = 0.3 m/s.
+  errors = rewards.joint_errors(_posed_feet(0.01), planted, None, config)
+  assert float(errors["skate"]) == pytest.approx(0.3, rel=1e-5)
+  r = rewards.rewards_from_errors(errors, config)
+  assert float(r["skate"]) == pytest.approx(math.exp(-5.0 * 0.3), rel=1e-5)
+  # A truth that plants nothing (toes 5 cm up, ankles 4 cm: ankles still
+  # count, weight 2 − 2^0.5; toes do not): only the ankles' speed counts,
+  # still 0.3 m/s. A truth with every foot in the air gives 0.
+  assert float(rewards.joint_errors(
+      _posed_feet(0.01), _posed_feet(0.0, foot_height=0.05), None,
+      config)["skate"]) == pytest.approx(0.3, rel=1e-5)
+  airborne = _posed_feet(0.0)
+  airborne = airborne._replace(joints=airborne.joints.at[
+      :, list(rewards.metrics.FOOT_JOINTS), 2].add(0.1))
+  assert float(rewards.joint_errors(_posed_feet(0.01), airborne, None,
+                                    config)["skate"]) == 0.0
+  # A mask that removes the last frame: 3 valid pairs, the speed unchanged;
+  # a prediction that slides only on the masked-out pair costs nothing.
+  mask = jnp.array([True, True, True, True, False])
+  still_then_jump = _posed_feet(0.0).joints.at[4, :, 0].add(1.0)
+  assert float(rewards.joint_errors(
+      planted._replace(joints=still_then_jump), planted, mask,
+      config)["skate"]) == 0.0
 
 
 def test_joint_errors_by_hand():
@@ -143,10 +186,10 @@ def test_joint_errors_by_hand():
                         .sum(axis=(-1, -2))) / 21
   assert float(errors["rot"]) == pytest.approx(expected_l1, rel=1e-5)
   identity_case = rewards.joint_errors(
-      rewards.PosedMotion(jnp.broadcast_to(rot_z, (1, 21, 3, 3)),
-                          jnp.zeros((1, 22, 3))),
-      rewards.PosedMotion(jnp.broadcast_to(jnp.eye(3), (1, 21, 3, 3)),
-                          jnp.zeros((1, 22, 3))), None, CONFIG)
+      rewards.PosedMotion(jnp.broadcast_to(rot_z, (2, 21, 3, 3)),
+                          jnp.zeros((2, 22, 3))),
+      rewards.PosedMotion(jnp.broadcast_to(jnp.eye(3), (2, 21, 3, 3)),
+                          jnp.zeros((2, 22, 3))), None, CONFIG)
   assert float(identity_case["rot"]) == pytest.approx(
       2 * math.sin(theta) + 2 * (1 - math.cos(theta)), rel=1e-5)
   geo = rewards.joint_errors(pred, gt, mask, dataclasses.replace(

@@ -197,7 +197,7 @@ def test_headroom(results):
 
 def test_critic_ranks(results):
   summary = results["critic_summary"]["noisy"]
-  assert set(summary) == {"critic", "rot", "pos", "pa_pos", "vel"}
+  assert set(summary) == {"critic", "rot", "pos", "pa_pos", "vel", "skate"}
   # r_pos = exp(−ω·MPJPE/1000): a perfect rank correlation.
   np.testing.assert_allclose(summary["pos"]["spearman"], 1.0, rtol=1e-6)
   assert -1 <= summary["critic"]["spearman"] <= 1
