@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import jaxlie
 import numpy as np
 
+from motiongrpo_jax import geometry
 from motiongrpo_jax.body import skeleton
 
 # Names and units of the metrics `compute_all` returns, in report order.
@@ -123,13 +124,10 @@ def umeyama(
   src0 = src - mu_src[..., None, :]
   dst0 = dst - mu_dst[..., None, :]
   cov = jnp.einsum("...ni,...nj->...ij", dst0, src0) / src.shape[-2]
-  u, d, vh = jnp.linalg.svd(cov)
-  sign = jnp.where(jnp.linalg.det(u) * jnp.linalg.det(vh) < 0, -1.0, 1.0)
-  diag = jnp.stack([jnp.ones_like(sign), jnp.ones_like(sign), sign], axis=-1)
-  rot = (u * diag[..., None, :]) @ vh
+  rot, trace = geometry.nearest_rotation(cov)  # R = U·S·Vᵀ, tr(D·S)
   if with_scale:
     var = jnp.mean(jnp.sum(src0**2, axis=-1), axis=-1)
-    scale = jnp.sum(d * diag, axis=-1) / jnp.where(var > 0, var, 1.0)
+    scale = trace / jnp.where(var > 0, var, 1.0)
     scale = jnp.where(var > 0, scale, 0.0)
   else:
     scale = jnp.ones(rot.shape[:-2], rot.dtype)
