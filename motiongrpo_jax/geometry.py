@@ -99,7 +99,7 @@ def _jacobi_top_eigenvector(sym: jax.Array) -> tuple[jax.Array, jax.Array]:
       carry, _ = rotate(carry, pq)
     return carry
 
-  v0 = jnp.broadcast_to(eye, sym.shape)
+  v0 = jnp.zeros_like(sym) + eye  # zeros_like: the same shard_map axes.
   a, v = jax.lax.fori_loop(0, _JACOBI_SWEEPS, sweep, (sym, v0))
   values = jnp.diagonal(a, axis1=-2, axis2=-1)
   top = jnp.argmax(values, axis=-1)

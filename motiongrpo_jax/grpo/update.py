@@ -358,6 +358,10 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     metrics["first_log_ratio_abs_max"] = per_update["log_ratio_abs_max"][0]
     metrics["first_kl"] = per_update["kl"][0]
     metrics["first_policy_loss"] = per_update["policy_loss"][0]
+    if "grad_cosine" in per_update:
+      # This iteration's first gradient against the previous iteration's
+      # last one: other rollouts, so agreement is signal, not shared noise.
+      metrics["first_grad_cosine"] = per_update["grad_cosine"][0]
     metrics["num_trained_steps"] = jnp.float32(steps.shape[0])
     if schedule is not None:
       metrics["learning_rate"] = schedule(applied_before)

@@ -91,7 +91,8 @@ DIAGNOSTICS = ("reward/hybrid_group_std", "reward/pos_group_std",
                "reward/vel_group_std", "reward/skate_group_std",
                "reward/vis_group_std",
                "zero_advantage_fraction", "diversity_joint_distance",
-               "advantage_group_std", "grad_norm", "clip_fraction",
+               "advantage_group_std", "grad_norm", "first_grad_cosine",
+               "clip_fraction",
                "approx_kl", "ratio_min", "ratio_max")
 # Independent random streams derived from `config.seed`.
 _TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM = 0, 1, 2
@@ -429,7 +430,7 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   base_params = checkpoints.load_params(base, target)
   ref_params = base_params if static.objective.kl_beta > 0 else None
 
-  tx = state_lib.make_optimizer(config.optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, grad_cosine=True)
   base_key = jax.random.PRNGKey(config.seed)
   train_key, val_key, eval_key = (jax.random.fold_in(base_key, s) for s in
                                   (_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM))

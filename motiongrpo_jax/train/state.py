@@ -112,7 +112,34 @@ def track_params_ema(decay: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+class GradCosineState(NamedTuple):
+  """The last gradient and its cosine with the one before."""
+  previous_grads: Any
+  grad_cosine: jax.Array
+
+
+def track_grad_cosine() -> optax.GradientTransformation:
+  """Passes updates through and keeps the cosine between each gradient and
+  the previous one (0 for the first): near 0 when updates are mostly noise,
+  near 1 when successive batches agree. Costs one copy of the parameters."""
+
+  def init_fn(params):
+    return GradCosineState(jax.tree.map(jnp.zeros_like, params),
+                           jnp.zeros((), jnp.float32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    dot = sum(jnp.vdot(a, b) for a, b in zip(
+        jax.tree.leaves(updates), jax.tree.leaves(state.previous_grads)))
+    norms = optax.tree.norm(updates) * optax.tree.norm(state.previous_grads)
+    cosine = jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0)
+    return updates, GradCosineState(updates, cosine.astype(jnp.float32))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   grad_cosine: bool = False) -> optax.GradientTransformation:
   """Gradient clipping by global norm, AdamW with `make_schedule`, and the
   parameters' moving average when `ema_decay` > 0.
 
@@ -120,6 +147,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     config: the optimiser config: `learning_rate`, `warmup_steps`,
       `weight_decay`, `grad_clip_norm` (<= 0 disables clipping), `b1`, `b2`,
       `eps`, `ema_decay` (0: no average).
+    grad_cosine: also track the cosine between successive raw gradients
+      (`track_grad_cosine`; reported by `apply_gradients` as `grad_cosine`).
 
   Returns:
     The optax transformation.
@@ -133,6 +162,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     parts.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
   if config.ema_decay > 0:
     parts.append(track_params_ema(config.ema_decay))
+  if grad_cosine:
+    parts.insert(0, track_grad_cosine())
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
@@ -156,7 +187,8 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
   Returns:
     (new state, stats) with stats `grad_norm` (before clipping), `update_norm`
     (0 when skipped), `param_norm` (after the update), `skipped` (1.0 when
-    skipped), `nonfinite_steps` (running total), `nonfinite_in_a_row`.
+    skipped), `nonfinite_steps` (running total), `nonfinite_in_a_row`, and
+    `grad_cosine` where the optimiser tracks it.
   """
   # A NaN or ±inf anywhere makes the global norm non-finite (as does a sum of
   # squares beyond float32's range, ~1e19 per entry: treated as broken too).
@@ -189,4 +221,7 @@ def apply_gradients(state: TrainState, grads: Any, loss: jax.Array,
       "nonfinite_steps": new_state.nonfinite_steps.astype(jnp.float32),
       "nonfinite_in_a_row": new_state.nonfinite_in_a_row.astype(jnp.float32),
   }
+  cosine = optax.tree.get(opt_state, "grad_cosine")
+  if cosine is not None:
+    stats["grad_cosine"] = cosine
   return new_state, stats

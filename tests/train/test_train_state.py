@@ -151,3 +151,27 @@ def test_parameter_average_by_hand():
                                expected, rtol=4 * np.finfo(np.float32).eps)
   with pytest.raises(ValueError, match="ema_decay=1.0"):
     state_lib.make_optimizer(_opt_config(ema_decay=1.0))
+
+
+def test_grad_cosine_by_hand():
+  """cos(g_k, g_{k−1}) of the raw gradients (before clipping), 0 first; the
+  updates are those of the optimiser without tracking."""
+  config = _opt_config(grad_clip_norm=0.1, warmup_steps=0, learning_rate=0.5)
+  tracked = state_lib.make_optimizer(config, grad_cosine=True)
+  plain = state_lib.make_optimizer(config)
+  params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+  state = state_lib.create(params, tracked, jax.random.PRNGKey(0))
+  reference = state_lib.create(params, plain, jax.random.PRNGKey(0))
+  # (1, 0, 0) then (1, 1, 0) then (−2, −2, 0): cosines 0, 1/√2, −1.
+  for grad, cosine in (((1.0, 0.0, 0.0), 0.0),
+                       ((1.0, 1.0, 0.0), 2**-0.5),
+                       ((-2.0, -2.0, 0.0), -1.0)):
+    grads = {"a": jnp.array(grad[:2]), "b": jnp.array(grad[2])}
+    state, stats = state_lib.apply_gradients(state, grads, jnp.float32(0),
+                                             tracked)
+    reference, ref_stats = state_lib.apply_gradients(
+        reference, grads, jnp.float32(0), plain)
+    assert "grad_cosine" not in ref_stats
+    np.testing.assert_allclose(stats["grad_cosine"], cosine,
+                               atol=4 * np.finfo(np.float32).eps)
+    np.testing.assert_array_equal(state.params["a"], reference.params["a"])
