@@ -3,9 +3,9 @@ errors.
 
 `run(main)` replaces `absl.app.run(main)`:
   * other libraries' chatter is filtered at its source (`quiet_libraries`):
-    JAX's TPU probe on machines without one, TFDS's info lines, Orbax's
-    read-only-restore notices. Their warnings and errors stay; `--verbosity=1`
-    brings everything back;
+    JAX's TPU probe on machines without one, TFDS's and Orbax's info lines,
+    Orbax's read-only-restore warnings. Their other warnings and errors
+    stay; `--verbosity=1` brings everything back;
   * a bad flag or option prints ONE line `error: …` on stderr and exits with
     status 2 (usage): unknown `--config` variant, misspelt `--config.` key,
     unparsable value, or a `ValueError` whose message names the option as
@@ -41,16 +41,16 @@ _ORBAX_NOTICES = ("read_only=True", "Given directory is read only",
 
 
 class _LibraryChatter(logging.Filter):
-  """Drops TFDS's info lines and Orbax's read-only notices (absl handler)."""
+  """Drops TFDS's and Orbax's info lines and Orbax's read-only notices."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     path = record.pathname.replace("\\", "/")
-    if "/tensorflow_datasets/" in path and record.levelno < logging.WARNING:
+    if not any(p in path for p in ("/tensorflow_datasets/", "/orbax/")):
+      return True
+    if record.levelno < logging.WARNING:
       return False
-    if "/orbax/" in path and record.levelno < logging.ERROR and any(
-        n in record.getMessage() for n in _ORBAX_NOTICES):
-      return False
-    return True
+    return record.levelno >= logging.ERROR or not any(
+        n in record.getMessage() for n in _ORBAX_NOTICES)
 
 
 def quiet_libraries() -> None:

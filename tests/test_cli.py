@@ -15,9 +15,10 @@ from conftest import REPO
 from conftest import save_tiny_denoiser
 from conftest import shared_data  # pylint: disable=unused-import (fixture)
 
-# The tiny demo's console: the run record, a data line, the size line,
-# start, 3 progress lines, 2 validations, the finish (≈ 12 lines). 25 leaves
-# room for a warning; TFDS's bars alone were 20 lines and Orbax's notices 8.
+# The tiny demo's console, pretraining then evaluating: per run the workdir
+# line, the data lines, the size line, start, progress, validations and the
+# finish (10 + 5 lines). 25 leaves room for a warning; TFDS's bars alone were
+# 20 lines, Orbax's restore chatter 25.
 _MAX_DEMO_LINES = 25
 
 
@@ -49,10 +50,17 @@ def test_demo_console_is_short_and_clean(tmp_path):
                 "--config.data.batch_size=2", cwd=REPO)
   assert result.returncode == 0, result.stderr[-3000:]
   console = (result.stdout + result.stderr).splitlines()
-  assert len(console) <= _MAX_DEMO_LINES, "\n".join(console)
+  # Evaluating it restores the checkpoint read-only (Orbax's notices).
+  result = _run("motiongrpo_jax.main", "--config=configs/eval.py:demo",
+                f"--config.checkpoint={workdir}", f"--workdir={tmp_path / 'eval'}",
+                "--config.data.max_windows=2", cwd=REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  console += (result.stdout + result.stderr).splitlines()
   text = "\n".join(console)
-  for chatter in ("[A", "libtpu", "read_only", "Downloading and preparing",
-                  "Shuffling", "Generating splits"):
+  assert len(console) <= _MAX_DEMO_LINES, text
+  for chatter in ("[A", "libtpu", "read_only", "read only", "Metadata file",
+                  "Downloading and preparing", "Shuffling",
+                  "Generating splits"):
     assert chatter not in text, chatter
 
 
