@@ -14,7 +14,7 @@ Architecture (token noise conditioning, RoPE, `kv_from_cond_q_from_x`):
 Parameter names follow EgoAllo's state dict with '.' → '_' at module level
 (`encoder_layers.3.mlp0.weight` → `encoder_layers_3/mlp0/kernel`, transposed;
 the MLP index k of `encoders.<field>.k` becomes `linear_k` / `layernorm_k`);
-`tools/convert_egoallo.py` holds the exact mapping.
+`model/egoallo_import.py` holds the exact mapping.
 
 Unlike EgoAllo, the attention mask (B, T) is honoured in self-attention too
 (`mask_self_attention=False` reproduces EgoAllo, whose self-attention ignores

@@ -4,7 +4,7 @@ A model directory holds
   * `model_config.json`: every `DenoiserConfig` field;
   * `params/`: an Orbax (standard) checkpoint of the params tree.
 It is what `config.init_checkpoint` points at in every training mode, and
-what `tools/convert_egoallo.py` writes.
+what `tools/convert_egoallo.py` writes (`model/egoallo_import.py`).
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from motiongrpo_jax.model import denoiser as denoiser_lib
+from motiongrpo_jax.model import egoallo_import
 from motiongrpo_jax.model import params_io
-from motiongrpo_jax.tools import convert_egoallo
 from motiongrpo_jax.train import state as state_lib
 
 # Subdirectory of the workdir holding the step directories.
@@ -261,7 +261,7 @@ def load_params(path: str | pathlib.Path, target: Any) -> Any:
   if kind == "model":
     _, params = params_io.load_model(path)
   else:
-    _, params = convert_egoallo.load_egoallo_checkpoint(path)
+    _, params = egoallo_import.load_egoallo_checkpoint(path)
   _check_shapes(params, target, str(path))
   return jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
 
@@ -286,7 +286,7 @@ def load_denoiser(path: str | pathlib.Path
   if kind == "model":
     return params_io.load_model(path)
   if kind == "egoallo":
-    return convert_egoallo.load_egoallo_checkpoint(path)
+    return egoallo_import.load_egoallo_checkpoint(path)
   step_dir = latest_step_dir(path) if kind == "workdir" else path
   workdir = path if kind == "workdir" else step_dir.parent.parent
   if not (workdir / params_io.CONFIG_FILE).is_file():

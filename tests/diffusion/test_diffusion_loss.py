@@ -9,7 +9,7 @@ import pytest
 
 from motiongrpo_jax.diffusion import loss
 from motiongrpo_jax.model.denoiser import Denoiser
-from motiongrpo_jax.tools.convert_egoallo import load_egoallo_checkpoint
+from motiongrpo_jax.model.egoallo_import import load_egoallo_checkpoint
 
 EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
 FIELDS = ("betas", "body_quats", "hand_quats", "contacts", "T_world_cpf",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from motiongrpo_jax.diffusion import sampler
-from motiongrpo_jax.tools.convert_egoallo import load_egoallo_checkpoint
+from motiongrpo_jax.model.egoallo_import import load_egoallo_checkpoint
 
 TOLERANCE = 1e-4  # the parity bar; the measured errors are ~2e-6 (printed)
 

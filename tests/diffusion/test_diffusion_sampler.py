@@ -13,7 +13,7 @@ from motiongrpo_jax.diffusion import schedule as schedule_lib
 from motiongrpo_jax.diffusion import windows
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model.denoiser import Denoiser, DenoiserConfig
-from motiongrpo_jax.tools.convert_egoallo import load_egoallo_checkpoint
+from motiongrpo_jax.model.egoallo_import import load_egoallo_checkpoint
 
 CONFIG = sampler.SamplerConfig()
 EPS = float(np.finfo(np.float32).eps)  # 1.19e-7

@@ -17,7 +17,7 @@ import pytest
 
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import params_io
-from motiongrpo_jax.tools import convert_egoallo
+from motiongrpo_jax.model import egoallo_import
 
 GOLDEN = {"small_exp": "golden_forward.npz",
           "small_exp_nohands": "golden_forward_nohands.npz"}
@@ -28,7 +28,7 @@ PROJECTED_TOL = 2e-5  # ≈ 5 × (1.6e-6 + 2.2e-6); measured 2.6e-6
 
 @functools.cache
 def _load(reference_dir, exp):
-  model, params = convert_egoallo.load_egoallo_checkpoint(
+  model, params = egoallo_import.load_egoallo_checkpoint(
       reference_dir / exp / "checkpoints_0")
   golden = dict(np.load(reference_dir / GOLDEN[exp]))
   return model, params, golden

@@ -13,7 +13,7 @@ import safetensors.numpy
 
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import params_io
-from motiongrpo_jax.tools import convert_egoallo
+from motiongrpo_jax.model import egoallo_import
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_default_layout_converts_and_runs(egoallo_reference, tmp_path):
   entries = [re.fullmatch(r"(\S+) \(([\d, ]*)\) float32", line)
              for line in lines.splitlines() if not line.startswith("#")]
   assert len(entries) == 222 and all(entries)
-  config = convert_egoallo.read_egoallo_config(
+  config = egoallo_import.read_egoallo_config(
       egoallo_reference / "egoallo_default_model_config.yaml")
   assert config == denoiser_lib.DenoiserConfig()
   rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def test_default_layout_converts_and_runs(egoallo_reference, tmp_path):
   safetensors.numpy.save_file(state, str(exp / "checkpoints_0" / "model.safetensors"))
   del state
 
-  model, params = convert_egoallo.load_egoallo_checkpoint(exp / "checkpoints_0")
+  model, params = egoallo_import.load_egoallo_checkpoint(exp / "checkpoints_0")
   assert sum(p.size for p in jax.tree.leaves(params)) == 50_446_320
   frames = 8
   poses = np.tile(np.array([1.0, 0, 0, 0, 0, 0, 1.6], np.float32),
@@ -65,11 +65,11 @@ def test_config_parsing_is_safe_and_lenient(egoallo_reference, tmp_path):
   # d_cond (a cached property that can leak into dumps) is ignored; a missing
   # key takes EgoAllo's default.
   path.write_text(text.replace("max_t: 1000\n", "") + "d_cond: 154\n")
-  config = convert_egoallo.read_egoallo_config(path)
+  config = egoallo_import.read_egoallo_config(path)
   assert (config.d_latent, config.max_t, config.include_hands) == (32, 1000, True)
   path.write_text("!!python/object/apply:os.system ['true']\n")
   with pytest.raises(ValueError, match="model_config.yaml"):
-    convert_egoallo.read_egoallo_config(path)
+    egoallo_import.read_egoallo_config(path)
 
 
 def test_unsupported_option_is_named(egoallo_reference, tmp_path):
@@ -78,15 +78,15 @@ def test_unsupported_option_is_named(egoallo_reference, tmp_path):
   yaml_path.write_text(yaml_path.read_text().replace(
       "positional_encoding: rope", "positional_encoding: transformer"))
   with pytest.raises(ValueError, match=r"model_config.yaml.*positional_encoding"):
-    convert_egoallo.load_egoallo_checkpoint(exp / "checkpoints_0")
+    egoallo_import.load_egoallo_checkpoint(exp / "checkpoints_0")
 
 
 def test_bad_tensors_are_all_listed(egoallo_reference):
-  config = convert_egoallo.read_egoallo_config(
+  config = egoallo_import.read_egoallo_config(
       egoallo_reference / "small_exp" / "model_config.yaml")
   state = safetensors.numpy.load_file(
       str(egoallo_reference / "small_exp" / "checkpoints_0" / "model.safetensors"))
-  assert convert_egoallo.convert_state_dict(state, config)  # the original is fine
+  assert egoallo_import.convert_state_dict(state, config)  # the original is fine
   bad = dict(state)
   for name in ("encoders.betas.2.bias", "decoder_layers.1.xattn_q_proj.weight"):
     del bad[name]
@@ -97,7 +97,7 @@ def test_bad_tensors_are_all_listed(egoallo_reference):
   bad["decoder_layers.0.rotary_emb.freqs"] = 2 * state[
       "decoder_layers.0.rotary_emb.freqs"]
   with pytest.raises(ValueError) as info:
-    convert_egoallo.convert_state_dict(bad, config, source="ckpt")
+    egoallo_import.convert_state_dict(bad, config, source="ckpt")
   message = str(info.value)
   for name in ("encoders.betas.2.bias", "decoder_layers.1.xattn_q_proj.weight",
                "module.extra", "encoder_layers.0.film.weight",
