@@ -139,13 +139,13 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.reward.weight_pos = 1.0
   config.reward.weight_pa_pos = 1.0
   config.reward.weight_vel = 1.0
-  # Foot sliding where the ground truth plants a foot (`grpo/rewards.py`).
+  # Foot skating of the sample, EgoAllo's metric per frame (`grpo/rewards.py`).
   config.reward.weight_skate = 0.0
   # Perceptual reward R_vis = exp(ω·s) (0: no critic needed).
   config.reward.weight_vis = 0.0
   # ω of exp(−ω·err): rotation L1 (sum of |ΔR| entries), position (m),
-  # Procrustes-aligned position (m), velocity (m/s), foot sliding speed
-  # (m/s); and of exp(ω·s).
+  # Procrustes-aligned position (m), velocity (m/s), foot skating (m/s);
+  # and of exp(ω·s).
   config.reward.omega_rot = 1.0
   config.reward.omega_pos = 5.0
   config.reward.omega_pa_pos = 10.0

@@ -15,11 +15,12 @@ and the CLEAN head trajectory (never the noisy condition a member saw):
     (`eval.metrics.umeyama`, the standard PA-MPJPE convention).
   * "vel": exp(−ω_vel·e_vel), joint velocity error: mean over valid frame
     pairs and joints of ‖v̂ − v‖₂ with v = (p_{t+1} − p_t)·fps (m/s).
-  * "skate": exp(−ω_skate·e_skate), foot sliding: the predicted foot
-    joints' horizontal speed ‖Δxy‖₂·fps (m/s), averaged with weights w_tf,
-    how firmly the GROUND-TRUTH foot is planted at that frame pair
-    (`eval.metrics.foot_planted_weights`); 0 where the truth never plants a
-    foot. None of the other errors sees a foot that slides a few cm.
+  * "skate": exp(−ω_skate·e_skate), foot skating of the SAMPLE as
+    `eval.metrics.foot_skate` measures it (EgoAllo's: L1 horizontal steps
+    of the four foot joints, weighted by how low each foot is), per valid
+    frame pair and times fps: m/s summed over the feet. It needs no ground
+    truth: like the model's own contacts in EgoAllo's guidance, it asks
+    that a foot near the floor stand still.
   * "vis": exp(ω_vis·s), s the perceptual critic's score of the sample
     (optional; weight 0 switches it off and no critic is needed).
 
@@ -242,13 +243,11 @@ def joint_errors(pred: PosedMotion, gt: PosedMotion, mask: jax.Array | None,
   dv = jnp.diff(pred.joints - gt_joints, axis=-3) * config.fps
   vel = jnp.mean(jnp.linalg.norm(dv, axis=-1), axis=-1)
   pair_mask = None if mask is None else mask[..., 1:] & mask[..., :-1]
-  planted = metrics.foot_planted_weights(  # (..., L−1, 4)
-      gt_joints, None if mask is None else jnp.broadcast_to(
-          mask, gt_joints.shape[:-2]))
-  feet = pred.joints[..., metrics.FOOT_JOINTS, :2]
-  speed = jnp.linalg.norm(jnp.diff(feet, axis=-3), axis=-1) * config.fps
-  skate = jnp.sum(planted * speed, axis=(-1, -2)) / jnp.maximum(
-      jnp.sum(planted, axis=(-1, -2)), 1e-6)
+  pair_count = (jnp.float32(pred.joints.shape[-3] - 1) if pair_mask is None
+                else jnp.maximum(jnp.sum(pair_mask, axis=-1), 1))
+  skate = (metrics.foot_skate(pred.joints, None if mask is None else
+                              jnp.broadcast_to(mask, pred.joints.shape[:-2]))
+           * config.fps / pair_count)
   return {
       "rot": _masked_mean(rot, mask),
       "pos": _masked_mean(pos, mask),

@@ -133,33 +133,32 @@ def _posed_feet(slide_per_frame, frames=5, foot_height=0.0):
   return rewards.PosedMotion(body_rotmats=rotmats, joints=jnp.asarray(joints))
 
 
-def test_skate_error_is_speed_where_the_truth_is_planted():
+def test_skate_error_is_the_samples_foot_skate_per_second():
   config = dataclasses.replace(CONFIG, fps=30.0)
-  planted = _posed_feet(0.0)
-  # Prediction slides 1 cm/frame = 0.3 m/s; weights do not matter when every
-  # weighted speed is the same: e = 0.3 m/s.
-  errors = rewards.joint_errors(_posed_feet(0.01), planted, None, config)
-  assert float(errors["skate"]) == pytest.approx(0.3, rel=1e-5)
+  truth = _posed_feet(0.0)
+  # Feet sliding 1 cm/frame along x: per frame pair the ankles (z/H = 0.5)
+  # weigh 2 − √2 and the toes (z = 0) 1, so e = 30 · 0.01 · (2(2 − √2) + 2)
+  # = 0.9515 m/s, whatever the truth does.
+  expected = 30 * 0.01 * (2 * (2 - math.sqrt(2)) + 2)
+  for gt in (truth, _posed_feet(0.02)):
+    errors = rewards.joint_errors(_posed_feet(0.01), gt, None, config)
+    assert float(errors["skate"]) == pytest.approx(expected, rel=1e-5)
   r = rewards.rewards_from_errors(errors, config)
-  assert float(r["skate"]) == pytest.approx(math.exp(-5.0 * 0.3), rel=1e-5)
-  # A truth that plants nothing (toes 5 cm up, ankles 4 cm: ankles still
-  # count, weight 2 − 2^0.5; toes do not): only the ankles' speed counts,
-  # still 0.3 m/s. A truth with every foot in the air gives 0.
-  assert float(rewards.joint_errors(
-      _posed_feet(0.01), _posed_feet(0.0, foot_height=0.05), None,
-      config)["skate"]) == pytest.approx(0.3, rel=1e-5)
-  airborne = _posed_feet(0.0)
-  airborne = airborne._replace(joints=airborne.joints.at[
-      :, list(rewards.metrics.FOOT_JOINTS), 2].add(0.1))
-  assert float(rewards.joint_errors(_posed_feet(0.01), airborne, None,
-                                    config)["skate"]) == 0.0
-  # A mask that removes the last frame: 3 valid pairs, the speed unchanged;
-  # a prediction that slides only on the masked-out pair costs nothing.
+  assert float(r["skate"]) == pytest.approx(math.exp(-5.0 * expected),
+                                            rel=1e-5)
+  # Toes lifted above their 4 cm threshold: only the ankles count.
+  lifted = rewards.joint_errors(_posed_feet(0.01, foot_height=0.05), truth,
+                                None, config)
+  assert float(lifted["skate"]) == pytest.approx(
+      30 * 0.01 * 2 * (2 - math.sqrt(2)), rel=1e-5)
+  # Feet planted: 0. A slide only on a masked-out frame pair costs nothing,
+  # and the mean is over the 3 valid pairs.
+  assert float(rewards.joint_errors(truth, truth, None, config)["skate"]) == 0
   mask = jnp.array([True, True, True, True, False])
-  still_then_jump = _posed_feet(0.0).joints.at[4, :, 0].add(1.0)
-  assert float(rewards.joint_errors(
-      planted._replace(joints=still_then_jump), planted, mask,
-      config)["skate"]) == 0.0
+  jump = truth._replace(joints=truth.joints.at[4, list(
+      rewards.metrics.FOOT_JOINTS), 0].add(1.0))
+  assert float(rewards.joint_errors(jump, truth, mask,
+                                    config)["skate"]) == 0.0
 
 
 def test_joint_errors_by_hand():
