@@ -366,9 +366,8 @@ def _check_body_joints(name: str, joints: jax.Array, min_frames: int) -> None:
         f"SMPL order), got shape {joints.shape}")
 
 
-def foot_planted_weights(joints: jax.Array,
-                         mask: jax.Array | None = None) -> jax.Array:
-  """How firmly each foot joint is planted, per frame pair (EgoAllo's weight).
+def foot_skate(joints: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Foot skating, EgoAllo's definition (from EgoEgo / Kinpoly), metres.
 
   1. Drop the body to the floor: subtract the lowest z of the 21 non-pelvis
      joints over the sequence's valid frames (EgoAllo takes this minimum over
@@ -377,33 +376,12 @@ def foot_planted_weights(joints: jax.Array,
   2. For each foot joint f ∈ (left/right ankle, left/right foot) =
      22-joint indices (7, 8, 10, 11) with height threshold
      H_f = (0.08, 0.08, 0.04, 0.04) m and each valid frame pair (t−1, t):
-     weight [z_t < H_f]·(2 − 2^(z_t/H_f)) (height at the later frame), which
-     lies in (0, 1] after step 1; 0 on pairs with an invalid frame.
-
-  Args:
-    joints: (..., T, 22, 3) joint positions, metres, world z up, T ≥ 2.
-    mask: optional (..., T) bool, True on valid frames.
-
-  Returns:
-    (..., T−1, 4) weights of the foot joints `FOOT_JOINTS`.
-  """
-  _check_body_joints("foot_planted_weights", joints, min_frames=2)
-  frame_mask = _frame_mask(mask, joints.shape[:-2])
-  body_z = jnp.where(frame_mask[..., None], joints[..., 1:, 2], jnp.inf)
-  lowest = jnp.min(body_z, axis=(-1, -2))
-  height = joints[..., 1:, FOOT_JOINTS, 2] - lowest[..., None, None]
-  thresh = jnp.asarray(FOOT_HEIGHT_THRESHOLDS, joints.dtype)
-  weight = jnp.where(height < thresh, 2.0 - 2.0**(height / thresh), 0.0)
-  return jnp.where(_window_mask(frame_mask, 2)[..., None], weight, 0.0)
-
-
-def foot_skate(joints: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Foot skating, EgoAllo's definition (from EgoEgo / Kinpoly), metres.
-
-  Σ_t Σ_f w_tf·d_tf over frame pairs and the 4 foot joints, with w the
-  `foot_planted_weights` and d = |Δx| + |Δy| the foot's L1 horizontal step:
-  a SUM, not a mean, so it grows with the sequence length (EgoAllo: 0.417 at
-  128 frames, 0.185 at 32). Independent of fps.
+     the L1 horizontal step d = |Δx| + |Δy| counts, when z_t < H_f (height
+     at the later frame), with weight 2 − 2^(z_t/H_f), which lies in (0, 1]
+     after step 1.
+  3. foot_skate = Σ_t Σ_f [z_t < H_f]·d·(2 − 2^(z_t/H_f)): a SUM over frame
+     pairs and the 4 feet, not a mean, so it grows with the sequence length
+     (EgoAllo: 0.417 at 128 frames, 0.185 at 32). Independent of fps.
 
   Args:
     joints: (..., T, 22, 3) joint positions, metres, world z up, T ≥ 2.
@@ -413,10 +391,16 @@ def foot_skate(joints: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     (...) foot skating per sequence, metres.
   """
   _check_body_joints("foot_skate", joints, min_frames=2)
-  weight = foot_planted_weights(joints, mask)
+  frame_mask = _frame_mask(mask, joints.shape[:-2])
+  body_z = jnp.where(frame_mask[..., None], joints[..., 1:, 2], jnp.inf)
+  lowest = jnp.min(body_z, axis=(-1, -2))
   feet = joints[..., FOOT_JOINTS, :]  # (..., T, 4, 3)
+  height = feet[..., 1:, :, 2] - lowest[..., None, None]  # (..., T−1, 4)
   step = jnp.sum(jnp.abs(jnp.diff(feet[..., :2], axis=-3)), axis=-1)
-  return jnp.sum(step * weight, axis=(-1, -2))
+  thresh = jnp.asarray(FOOT_HEIGHT_THRESHOLDS, joints.dtype)
+  weight = jnp.where(height < thresh, 2.0 - 2.0**(height / thresh), 0.0)
+  valid = _window_mask(frame_mask, 2)[..., None]
+  return jnp.sum(jnp.where(valid, step * weight, 0.0), axis=(-1, -2))
 
 
 def foot_contact(
