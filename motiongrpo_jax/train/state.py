@@ -129,8 +129,7 @@ def track_grad_cosine() -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    dot = sum(jnp.vdot(a, b) for a, b in zip(
-        jax.tree.leaves(updates), jax.tree.leaves(state.previous_grads)))
+    dot = optax.tree.vdot(updates, state.previous_grads)
     norms = optax.tree.norm(updates) * optax.tree.norm(state.previous_grads)
     cosine = jnp.where(norms > 0, dot / jnp.where(norms > 0, norms, 1.0), 0.0)
     return updates, GradCosineState(updates, cosine.astype(jnp.float32))
