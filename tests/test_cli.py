@@ -13,7 +13,6 @@ from motiongrpo_jax.data import aria
 
 from conftest import REPO
 from conftest import save_tiny_denoiser
-from conftest import shared_data  # pylint: disable=unused-import (fixture)
 
 # The tiny demo's console, pretraining then evaluating: per run the workdir
 # line, the data lines, the size line, start, progress, validations and the
