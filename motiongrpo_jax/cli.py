@@ -82,9 +82,12 @@ def _flag_error_message(error: BaseException) -> str:
   return _one_line(text)
 
 
+def _traceback_requested() -> bool:
+  return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
 def _show_tracebacks() -> bool:
-  return (os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
-          or absl_logging.get_verbosity() >= 1)
+  return _traceback_requested() or absl_logging.get_verbosity() >= 1
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -96,7 +99,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, ValueError) as error:
-    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+    if _traceback_requested():  # --verbosity is not parsed yet.
       raise
     _fail(_flag_error_message(error), USAGE_EXIT)
 

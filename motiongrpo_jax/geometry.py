@@ -85,18 +85,15 @@ def _jacobi_top_eigenvector(sym: jax.Array) -> tuple[jax.Array, jax.Array]:
                   / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)))
     c = 1.0 / jnp.sqrt(t * t + 1.0)
     sn = t * c
-    e_p, e_q = eye[p], eye[q]
-    outer = lambda x, y: x[:, None] * y[None, :]  # pylint: disable=unnecessary-lambda-assignment
-    c_, s_ = c[..., None, None], sn[..., None, None]
-    # J = I + (c − 1)(e_p e_pᵀ + e_q e_qᵀ) + s(e_p e_qᵀ − e_q e_pᵀ).
-    j = (eye + (c_ - 1.0) * (outer(e_p, e_p) + outer(e_q, e_q))
-         + s_ * (outer(e_p, e_q) - outer(e_q, e_p)))
+    # The Givens rotation J: c at (p, p) and (q, q), s at (p, q), −s at (q, p).
+    j = (jnp.zeros_like(a) + eye).at[..., p, p].set(c).at[..., q, q].set(c)
+    j = j.at[..., p, q].set(sn).at[..., q, p].set(-sn)
     a = jnp.swapaxes(j, -1, -2) @ a @ j
-    return (a, v @ j), None
+    return a, v @ j
 
   def sweep(_, carry):
     for pq in _JACOBI_PAIRS:
-      carry, _ = rotate(carry, pq)
+      carry = rotate(carry, pq)
     return carry
 
   v0 = jnp.zeros_like(sym) + eye  # zeros_like: the same shard_map axes.
