@@ -81,7 +81,8 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
               weight_decay: float, grad_clip_norm: float = 1.0,
               b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8,
-              ema_decay: float = 0.0) -> ml_collections.ConfigDict:
+              ema_decay: float = 0.0,
+              schedule: str = "constant") -> ml_collections.ConfigDict:
   """The optimiser section: AdamW after grad-norm clipping (`train/state.py`).
 
   Args:
@@ -93,6 +94,7 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
     b2: Adam's second-moment decay rate.
     eps: Adam's epsilon.
     ema_decay: decay of the parameters' moving average (0: none).
+    schedule: the learning rate after warm-up, "constant" or "cosine".
 
   Returns:
     The section.
@@ -102,6 +104,9 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
   section.learning_rate = learning_rate
   # Linear warm-up from 0 over this many applied updates.
   section.warmup_steps = warmup_steps
+  # After warm-up: "constant", or "cosine" decay to 0 at the run's last update
+  # (a noisy gradient at a constant rate keeps walking: README, "GRPO recipe").
+  section.schedule = schedule
   # Decoupled weight decay (AdamW).
   section.weight_decay = weight_decay
   # Clip the gradient's global norm to this (<= 0: no clipping).

@@ -368,7 +368,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
 
   # --- (3) Critic, optimiser, steps.
   model = critic_lib.Critic(model_config)
-  tx = state_lib.make_optimizer(config.optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, config.train.num_steps)
   base_key = jax.random.PRNGKey(config.seed)
   train_key, val_key, init_key, eval_key = (
       jax.random.fold_in(base_key, s) for s in
@@ -377,7 +377,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
                        out_shardings=mesh_lib.data_sharded(mesh))
   loss_fn = make_loss_fn(model, body, config)
   update = mesh_lib.make_train_step(loss_fn, tx, mesh,
-                                    state_lib.make_schedule(config.optimizer))
+                                    state_lib.make_schedule(
+                                        config.optimizer,
+                                        config.train.num_steps))
   eval_step = mesh_lib.make_eval_step(loss_fn, mesh)
 
   @jax.jit

@@ -430,13 +430,16 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   base_params = checkpoints.load_params(base, target)
   ref_params = base_params if static.objective.kl_beta > 0 else None
 
-  tx = state_lib.make_optimizer(config.optimizer, grad_cosine=True)
+  o = config.objective
+  total_updates = config.train.num_steps * o.num_epochs * o.num_minibatches
+  tx = state_lib.make_optimizer(config.optimizer, total_updates,
+                                grad_cosine=True)
   base_key = jax.random.PRNGKey(config.seed)
   train_key, val_key, eval_key = (jax.random.fold_in(base_key, s) for s in
                                   (_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM))
   step = update.make_train_step(apply_fn, tx, mesh, static, body, packed_dim,
                                 score_fn, state_lib.make_schedule(
-                                    config.optimizer))
+                                    config.optimizer, total_updates))
 
   def train_step(state, batch):
     return step(state, batch, ref_params=ref_params,

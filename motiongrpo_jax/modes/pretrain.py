@@ -325,11 +325,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
 
   # --- (3) Model, optimiser, loss, steps.
   model = denoiser_lib.Denoiser(model_config)
-  tx = state_lib.make_optimizer(config.optimizer)
+  tx = state_lib.make_optimizer(config.optimizer, config.train.num_steps)
   val_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _VAL_STREAM)
   train_step = mesh_lib.make_train_step(
       make_loss_fn(model, loss_config(config), config.loss.cond_dropout_prob),
-      tx, mesh, state_lib.make_schedule(config.optimizer))
+      tx, mesh, state_lib.make_schedule(config.optimizer,
+                                        config.train.num_steps))
   eval_step = mesh_lib.make_eval_step(make_loss_fn(model, loss_config(config)),
                                       mesh)
 

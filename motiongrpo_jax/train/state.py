@@ -69,14 +69,18 @@ def create(params: Any, tx: optax.GradientTransformation,
                     nonfinite_in_a_row=zero())
 
 
-def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Learning rate per applied update: linear warm-up from 0, then constant.
+def make_schedule(config: ml_collections.ConfigDict,
+                  total_updates: int = 0) -> optax.Schedule:
+  """Learning rate per applied update: linear warm-up from 0, then constant
+  or a cosine decay that reaches 0 at update `total_updates`.
 
-  The same rule as EgoAllo's `LambdaLR(lambda s: min(1, s / warmup))`: the
+  The warm-up is EgoAllo's `LambdaLR(lambda s: min(1, s / warmup))`: the
   first update has learning rate 0 and update `warmup_steps` reaches the peak.
 
   Args:
-    config: the optimiser config (`learning_rate`, `warmup_steps`).
+    config: the optimiser config (`learning_rate`, `warmup_steps`,
+      `schedule`).
+    total_updates: the run's applied updates (needed by "cosine").
 
   Returns:
     A schedule mapping the update count to the learning rate.
@@ -84,6 +88,18 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   if config.warmup_steps < 0:
     raise ValueError(
         f"optimizer.warmup_steps={config.warmup_steps}: expected >= 0")
+  if config.schedule == "cosine":
+    if total_updates <= config.warmup_steps:
+      raise ValueError(
+          f"optimizer.schedule='cosine' decays over the run's {total_updates} "
+          f"updates: expected more than optimizer.warmup_steps="
+          f"{config.warmup_steps}")
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=config.warmup_steps, decay_steps=total_updates)
+  if config.schedule != "constant":
+    raise ValueError(f"optimizer.schedule={config.schedule!r}: expected "
+                     "'constant' or 'cosine'")
   if config.warmup_steps == 0:
     return optax.constant_schedule(config.learning_rate)
   return optax.warmup_constant_schedule(
@@ -137,7 +153,7 @@ def track_grad_cosine() -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
+def make_optimizer(config: ml_collections.ConfigDict, total_updates: int = 0,
                    grad_cosine: bool = False) -> optax.GradientTransformation:
   """Gradient clipping by global norm, AdamW with `make_schedule`, and the
   parameters' moving average when `ema_decay` > 0.
@@ -145,7 +161,8 @@ def make_optimizer(config: ml_collections.ConfigDict,
   Args:
     config: the optimiser config: `learning_rate`, `warmup_steps`,
       `weight_decay`, `grad_clip_norm` (<= 0 disables clipping), `b1`, `b2`,
-      `eps`, `ema_decay` (0: no average).
+      `eps`, `ema_decay` (0: no average), `schedule`.
+    total_updates: the run's applied updates (`make_schedule`).
     grad_cosine: also track the cosine between successive raw gradients
       (`track_grad_cosine`; reported by `apply_gradients` as `grad_cosine`).
 
@@ -155,7 +172,7 @@ def make_optimizer(config: ml_collections.ConfigDict,
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f"optimizer.ema_decay={config.ema_decay}: expected in "
                      "[0, 1)")
-  parts = [optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2,
+  parts = [optax.adamw(make_schedule(config, total_updates), b1=config.b1, b2=config.b2,
                        eps=config.eps, weight_decay=config.weight_decay)]
   if config.grad_clip_norm > 0:
     parts.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))

@@ -21,9 +21,26 @@ def _adam_step_rtol(t, b2=0.999):
 def _opt_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       learning_rate=0.1, warmup_steps=2, weight_decay=0.01, grad_clip_norm=1.0,
-      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0))
+      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0, schedule="constant"))
   config.update(overrides)
   return config
+
+
+def test_cosine_schedule_reaches_zero_at_the_last_update():
+  schedule = state_lib.make_schedule(
+      _opt_config(learning_rate=1e-4, warmup_steps=10, schedule="cosine"),
+      total_updates=110)
+  # Warm-up as the constant schedule, then peak · (1 + cos(π·s/100)) / 2 for
+  # s updates after it: s = 50 is half the peak, s = 100 is 0.
+  for count, expected in [(0, 0.0), (5, 5e-5), (10, 1e-4), (60, 5e-5),
+                          (110, 0.0), (200, 0.0)]:
+    # A float32 cosine of an argument ≤ π (a few roundings of ≤ 1e-4).
+    np.testing.assert_allclose(schedule(count), expected, rtol=4 * EPS,
+                               atol=4 * EPS * 1e-4)
+  with pytest.raises(ValueError, match="optimizer.schedule='cosine'"):
+    state_lib.make_schedule(_opt_config(schedule="cosine"))
+  with pytest.raises(ValueError, match="optimizer.schedule='linear'"):
+    state_lib.make_schedule(_opt_config(schedule="linear"))
 
 
 def test_schedule_is_linear_warmup_from_zero_then_constant():
