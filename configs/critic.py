@@ -23,6 +23,7 @@ Variants override only what differs from the defaults below.
 import ml_collections
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 
 VARIANTS = ("demo", "bvh", "amass")
 PERTURBATION_KINDS = ("time_shift", "joint_noise", "foot_sliding",
@@ -107,8 +108,6 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # within-group rank correlation of score and MPJPE under eval condition
   # noise 0.2 m was −0.26 with 0.3 here, −0.14 with 0.)
   config.objective.condition_noise_max = 0.3
-  # Sampling steps of the base policy's rollouts (EgoAllo: 30).
-  config.objective.sampler_steps = 30
   # Perturbed ground truth, one negative per kind (a subset of
   # time_shift, joint_noise, foot_sliding, mirrored_limbs, other_motion).
   config.objective.perturbations = PERTURBATION_KINDS
@@ -120,6 +119,10 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.objective.noise_jitter_std = 0.05
   # foot_sliding: legs replayed at rate α ~ U[0, slide_rate_max].
   config.objective.slide_rate_max = 0.5
+
+  # #### The base policy's sampler (`diffusion/sampler.py` SamplerConfig:
+  # its fields, EgoAllo's defaults and their comments) ####
+  config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
   # #### Held-out evaluation (`eval/critic_eval.py`, critic_eval.json) ####
   config.eval = ml_collections.ConfigDict()

@@ -17,6 +17,7 @@ Both sample with EgoAllo's 30-step sampler and write
 import ml_collections
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 
 VARIANTS = ("demo", "default")
 
@@ -69,8 +70,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.data.synthetic_num_frames = 240
   config.data.synthetic_seed = 0
 
-  # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
-  config.sampler = config_sections.sampler()
+  # #### Sampler (`diffusion/sampler.py` SamplerConfig: its fields,
+  # EgoAllo's defaults and their comments) ####
+  config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
   if variant == "demo":
     config.data.seq_len = 32

@@ -37,6 +37,11 @@ Variants override only what differs from the defaults below.
 import ml_collections
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.grpo import condition_noise
+from motiongrpo_jax.grpo import group_sampler
+from motiongrpo_jax.grpo import objective
+from motiongrpo_jax.grpo import rewards
+from motiongrpo_jax.grpo import update
 
 VARIANTS = ("demo", "bvh", "amass")
 
@@ -88,112 +93,26 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # Grain worker processes (0: read in the training process).
   config.data.num_workers = 0
 
-  # #### Group sampling (`grpo/group_sampler.py`) ####
-  config.group = ml_collections.ConfigDict()
-  # G, rollouts per head trajectory (>= 2).
-  config.group.group_size = 8
-  # One initial noise x_T per group (True) or one per member (False).
-  config.group.shared_initial_noise = True
-  # K members share each condition-noise draw, and with K >= 2 the
-  # advantages' baselines are within those sub-groups (1: one per member).
-  config.group.rollouts_per_condition = 1
-  # Sampling steps (EgoAllo's schedule: 30; its update needs >= 26).
-  config.group.sampler_steps = 30
-  # Sampler update: "egoallo" (EgoAllo's exactly) or "ddim" (DDIM-η).
-  config.group.sampler_update = "egoallo"
-  # Training-only exploration: the first N rollout steps take DDIM-η's larger
-  # σ (EgoAllo's σ after step 0 is 0.005–0.09); log-probs follow it, and
-  # evaluation keeps the exact sampler. 0: off. 3 (the trained window) keeps
-  # groups diverse: Bandai-Namco MPJPE −11.8 % vs +5.4 % without (README).
-  config.group.explore_steps = 3
-  # η of those steps (1: the DDPM posterior's σ).
-  config.group.explore_eta = 1.0
-  # x̂0's body rotations projected by "svd" (EgoAllo's U·Vᵀ) or "polar" (the
-  # same matrix to ~1e-6 by a Newton iteration; 3× faster demo rollouts on CPU).
-  config.group.rotation_projection = "polar"
-  # log π reduced by "mean" over valid frames and state dims (DDPO's: the
-  # clip acts on per-scalar ratios) or "sum" (the exact density; the
-  # learning rate must then be about 1/(L·d) as large).
-  config.group.log_prob_reduction = "mean"
-
-  # #### Condition noise (`grpo/condition_noise.py`) ####
-  config.condition_noise = ml_collections.ConfigDict()
-  # "perlin" (MotionGRPO's), "gaussian" (i.i.d., equal RMS) or "none" (the
-  # recipe's measurements; the ablation table compares them: README).
-  config.condition_noise.kind = "none"
-  # λ, RMS displacement of the CPF translation per axis, metres.
-  config.condition_noise.amplitude = 0.05
-  # Frequency of the first Perlin octave, Hz.
-  config.condition_noise.base_frequency = 0.5
-  # Perlin octaves (each doubles the frequency).
-  config.condition_noise.octaves = 3
-  # Amplitude ratio between octaves.
-  config.condition_noise.persistence = 0.5
-  # World axes perturbed ("xyz", "xy", …).
-  config.condition_noise.axes = "xyz"
-
-  # #### Hybrid reward (`grpo/rewards.py`) ####
-  config.reward = ml_collections.ConfigDict()
-  # Weight of each group-normalised sub-reward in the advantage (0: off).
-  config.reward.weight_rot = 1.0
-  config.reward.weight_pos = 1.0
-  config.reward.weight_pa_pos = 1.0
-  config.reward.weight_vel = 1.0
-  # Foot skating of the sample, EgoAllo's metric per frame (`grpo/rewards.py`).
-  config.reward.weight_skate = 0.0
-  # Perceptual reward R_vis = exp(ω·s) (0: no critic needed).
-  config.reward.weight_vis = 0.0
-  # ω of exp(−ω·err): rotation L1 (sum of |ΔR| entries), position (m),
-  # Procrustes-aligned position (m), velocity (m/s), foot skating (m/s);
-  # and of exp(ω·s).
-  config.reward.omega_rot = 1.0
-  config.reward.omega_pos = 5.0
-  config.reward.omega_pa_pos = 10.0
-  config.reward.omega_vel = 1.0
-  config.reward.omega_skate = 5.0
-  config.reward.omega_vis = 1.0
-  # Local rotation error: "l1" (the paper's) or "geodesic".
-  config.reward.rotation_error = "l1"
-  # Advantages: "sum" normalises the weighted raw sum once; "per_reward"
-  # normalises each sub-reward (a near-constant one is blown up to full
-  # weight). Chosen by measurement: README, "GRPO recipe".
-  config.reward.normalisation = "sum"
-  # Scale of the normalisation: the group's std, or the "batch" std of the
-  # group-centred rewards (flat groups then get small advantages).
-  config.reward.std_scope = "batch"
-  # Lower bound of that scale (bounds the amplification of noise).
-  config.reward.std_floor = 1e-3
-  # Advantages are clipped to [−A_max, A_max].
-  config.reward.advantage_clip = 5.0
-
-  # #### Objective and update (`grpo/objective.py`, `grpo/update.py`) ####
-  config.objective = ml_collections.ConfigDict()
-  # ε of the ratio clip [1 − ε, 1 + ε].
-  config.objective.clip_range = 0.2
-  # β of the exact Gaussian KL to the frozen base policy (0: off).
-  config.objective.kl_beta = 0.0
-  # Steps eligible for training: the first N with σ > 0, the noisiest (0: all).
-  # On EgoAllo's schedule steps 0–2 cause ~97 % of the sample's variance
-  # given x_T (tools/grpo_probe; README, "GRPO recipe").
-  config.objective.train_window = 3
-  # Steps trained per iteration: 0 = all eligible, else a random subset.
-  config.objective.num_train_steps = 0
-  # Rematerialise each step's network call (memory flat in trained steps).
-  config.objective.remat = True
-  # Per-step log-ratio weights: "none" (the exact ratio) or "score" (w_k ∝
-  # σ_k/a_k: every step's score on the same scale; `grpo/objective.py`).
-  config.objective.step_weighting = "score"
-  # Passes over an iteration's samples (2 × 2 updates per batch: MPJPE −4.1 %
-  # vs −3.1 % with one update on the demo base; README, "GRPO recipe").
-  config.objective.num_epochs = 2
-  # Optimiser updates per epoch.
-  config.objective.num_minibatches = 2
-  # Gradient-accumulation chunks per update (memory only).
-  config.objective.num_microbatches = 1
-  # A group whose raw hybrid reward (Σ w·r / Σ w, in [0, 1]) varies less than
-  # this (std over members) is a "zero-advantage" group: normalisation would
-  # only amplify its noise.
-  config.objective.zero_advantage_threshold = 0.01
+  # #### GRPO's options: the fields of the library's options dataclasses, each
+  # declared, defaulted and commented there once (`config_sections`) ####
+  # G, the shared initial noise, condition sub-groups (`grpo/group_sampler.py`
+  # GroupConfig).
+  config.group = config_sections.from_dataclass(group_sampler.GroupConfig)
+  # The rollouts' sampler (`diffusion/sampler.py` SamplerConfig as
+  # `grpo/update.py` ROLLOUT_SAMPLER sets it).
+  config.sampler = config_sections.from_dataclass(update.ROLLOUT_SAMPLER)
+  # Perlin / Gaussian / no noise on the head trajectory
+  # (`grpo/condition_noise.py` ConditionNoiseConfig).
+  config.condition_noise = config_sections.from_dataclass(
+      condition_noise.ConditionNoiseConfig)
+  # Hybrid reward and advantages (`grpo/rewards.py` RewardConfig).
+  config.reward = config_sections.from_dataclass(rewards.RewardConfig)
+  # Clipped objective, trained steps, KL (`grpo/objective.py`
+  # ObjectiveConfig).
+  config.objective = config_sections.from_dataclass(objective.ObjectiveConfig)
+  # Epochs, minibatches, micro-batches of an iteration (`grpo/update.py`
+  # UpdateConfig).
+  config.iteration = config_sections.from_dataclass(update.UpdateConfig)
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
   config.optimizer = config_sections.optimizer(

@@ -17,6 +17,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 
 VARIANTS = ("default", "quick")
 
@@ -53,8 +54,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # path of an SMPL-H `model.npz`.
   config.body_model = ""
 
-  # #### Sampler (`diffusion/sampler.SamplerConfig`; EgoAllo's defaults) ####
-  config.sampler = config_sections.sampler()
+  # #### Sampler (`diffusion/sampler.py` SamplerConfig: its fields,
+  # EgoAllo's defaults and their comments) ####
+  config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
   # #### Rendering ####
   config.render = ml_collections.ConfigDict()

@@ -1,20 +1,76 @@
 """Config sections shared by several `configs/*.py` files.
 
-Each function returns a commented `ml_collections.ConfigDict` section with
-the calling config's defaults; the comments on the fields live here, once.
-The configs are loaded by path (`--config=configs/<mode>.py[:variant]`), so
-they import this module from the package.
+A library's frozen options dataclass (`SamplerConfig`, `RewardConfig`, …) is
+the one place where its settings are declared, defaulted and commented:
+`from_dataclass` turns it into a config section and `to_dataclass` turns the
+section back, so a field added to the dataclass is a setting of every config
+that holds the section. The other sections are written here, with their
+comments, once. The configs are loaded by path
+(`--config=configs/<mode>.py[:variant]`), so they import this module from the
+package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import pathlib
+import re
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import ml_collections
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+_T = TypeVar("_T")
+
+
+def _settings(cls: type) -> list[dataclasses.Field]:
+  """The fields of options dataclass `cls` that a config sets: not nested
+  dataclasses, not fields marked `metadata={"setting": False}` (the code
+  sets those, e.g. fps from the data)."""
+  return [f for f in dataclasses.fields(cls)
+          if f.metadata.get("setting", True)
+          and not dataclasses.is_dataclass(f.default)]
+
+
+def from_dataclass(options: Any) -> ml_collections.ConfigDict:
+  """A section holding the settings of an options dataclass: a class (its
+  defaults) or an instance (its values, e.g. GRPO's sampler)."""
+  values = {f.name: (getattr(options, f.name) if not isinstance(options, type)
+                     else f.default) for f in _settings(options)}
+  return ml_collections.ConfigDict(
+      {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+
+
+def to_dataclass(cls: type[_T], section: ml_collections.ConfigDict,
+                 name: str, **code_set: Any) -> _T:
+  """Options dataclass `cls` from config section `config.<name>` and the
+  fields the code sets, validated when `cls` has `validate()`.
+
+  Raises:
+    ValueError: naming `config.<name>`, for a key that is not a setting of
+      `cls` or a value its `validate()` rejects.
+  """
+  settings = {f.name: f for f in _settings(cls)}
+  unknown = set(section) - set(settings)
+  if unknown:
+    raise ValueError(f"config.{name}: unknown key {sorted(unknown)}; expected "
+                     f"the settings of {cls.__name__}: {sorted(settings)}")
+  values = {k: tuple(v) if isinstance(settings[k].default, tuple) else v
+            for k, v in section.items()}
+  options = cls(**values, **code_set)
+  if hasattr(options, "validate"):
+    try:
+      options.validate()
+    except ValueError as e:
+      # Messages that name their option ("reward.std_floor=…") get "config.".
+      message = str(e)
+      if not message.startswith("config."):
+        message = (f"config.{message}" if re.match(r"[a-z_]+\.[a-z_]+", message)
+                   else f"config.{name}: {message}")
+      raise ValueError(message) from e
+  return options
 
 
 def load(name: str, variant: str) -> ml_collections.ConfigDict:
@@ -163,40 +219,3 @@ def train_loop(*, num_steps: int, log_every_steps: int,
   section.progress_every_seconds = progress_every_seconds
   return section
 
-
-def sampler(*, num_steps: int = 30, update: str = "egoallo",
-            eta: float = 1.0, window_size: int = 128, overlap: int = 32,
-            non_redundant_windows: bool = False,
-            project_body_rotmats: bool = True) -> ml_collections.ConfigDict:
-  """The sampler section (`diffusion/sampler.SamplerConfig`).
-
-  The defaults are EgoAllo's.
-
-  Args:
-    num_steps: sampling steps.
-    update: "egoallo" or "ddim".
-    eta: DDIM's η.
-    window_size: longest window the network sees, frames.
-    overlap: frames shared by neighbouring windows.
-    non_redundant_windows: drop windows that add no new frame.
-    project_body_rotmats: project x̂0's body rotations before each update.
-
-  Returns:
-    The section.
-  """
-  section = ml_collections.ConfigDict()
-  # Steps of EgoAllo's quadratic schedule.
-  section.num_steps = num_steps
-  # "egoallo" (EgoAllo's exact update) or "ddim" (DDIM-η).
-  section.update = update
-  # DDIM's η (update="ddim" only).
-  section.eta = eta
-  # Longest window the network sees, and frames shared by neighbours: a
-  # sequence of any length is sampled at once, stitched from windows.
-  section.window_size = window_size
-  section.overlap = overlap
-  # Drop windows that add no new frame (fewer network calls; not EgoAllo).
-  section.non_redundant_windows = non_redundant_windows
-  # Project x̂0's body rotations by U·Vᵀ before each update (EgoAllo).
-  section.project_body_rotmats = project_body_rotmats
-  return section

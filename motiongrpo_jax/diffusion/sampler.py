@@ -92,9 +92,12 @@ class SamplerConfig:
   # "sum" over valid frames and state dims, or "mean" (divides by n; scales
   # the effective learning rate by 1/n, see the module docstring).
   log_prob_reduction: Literal["sum", "mean"] = "sum"
-  # Keep μ_k and x̂0_k of every step in the rollout output (memory S·B·L·d).
-  return_means: bool = True
-  return_x0: bool = False
+  # Keep μ_k and x̂0_k of every step in the rollout output (memory S·B·L·d;
+  # what the caller needs, not a setting).
+  return_means: bool = dataclasses.field(default=True,
+                                         metadata={"setting": False})
+  return_x0: bool = dataclasses.field(default=False,
+                                      metadata={"setting": False})
 
   def validate(self) -> "SamplerConfig":
     """Raises ValueError naming the option for an impossible value."""
@@ -118,6 +121,8 @@ class SamplerConfig:
     if not 0 <= self.overlap < self.window_size:
       raise ValueError(f"SamplerConfig: need 0 ≤ overlap < window_size, got "
                        f"{self.overlap}, {self.window_size}")
+    # Every step's σ must fit its schedule (EgoAllo's update needs >= 26).
+    step_coefficients(self)
     return self
 
 

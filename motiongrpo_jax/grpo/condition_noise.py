@@ -43,8 +43,9 @@ _AXES = {"x": 0, "y": 1, "z": 2}
 @dataclasses.dataclass(frozen=True)
 class ConditionNoiseConfig:
   """Static options of the condition noise (hashable: a jit static arg)."""
-  # "perlin", "gaussian" (i.i.d., equal RMS) or "none".
-  kind: Literal["perlin", "gaussian", "none"] = "perlin"
+  # "perlin" (MotionGRPO's), "gaussian" (i.i.d., equal RMS) or "none" (the
+  # recipe's measurements; the ablation table compares them: README).
+  kind: Literal["perlin", "gaussian", "none"] = "none"
   # λ: RMS displacement added to each chosen axis, metres.
   amplitude: float = 0.05
   # Frequency of the first Perlin octave, cycles per second.
@@ -53,8 +54,8 @@ class ConditionNoiseConfig:
   octaves: int = 3
   # Amplitude ratio between successive octaves.
   persistence: float = 0.5
-  # Frames per second of the trajectory (time axis of the noise).
-  fps: float = 30.0
+  # Frames per second of the trajectory (time axis of the noise; the data's).
+  fps: float = dataclasses.field(default=30.0, metadata={"setting": False})
   # World axes of the CPF translation that get noise, e.g. "xyz" or "xy".
   axes: str = "xyz"
 

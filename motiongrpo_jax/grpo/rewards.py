@@ -65,33 +65,40 @@ _JOINTS = metrics.NUM_JOINTS
 @dataclasses.dataclass(frozen=True)
 class RewardConfig:
   """Weights and sharpness of the hybrid reward (hashable: jit-static)."""
-  # Weight w_k of each normalised sub-reward in the advantage (0: off).
+  # Weight w_k of each sub-reward in the advantage (0: off): local rotation,
+  # position, Procrustes-aligned position, velocity, foot skating (EgoAllo's
+  # metric per frame), and the perceptual R_vis = exp(ω·s) (0: no critic).
   weight_rot: float = 1.0
   weight_pos: float = 1.0
   weight_pa_pos: float = 1.0
   weight_vel: float = 1.0
   weight_skate: float = 0.0
   weight_vis: float = 0.0
-  # ω_k in exp(−ω·err) (exp(+ω·s) for "vis"); units 1/err.
+  # ω_k in exp(−ω·err) (exp(+ω·s) for "vis"); units 1/err: rotation L1 (sum
+  # of |ΔR| entries), m, m, m/s, m/s.
   omega_rot: float = 1.0
   omega_pos: float = 5.0
   omega_pa_pos: float = 10.0
   omega_vel: float = 1.0
   omega_skate: float = 5.0
   omega_vis: float = 1.0
-  # Local rotation error: "l1" (rotation matrices) or "geodesic" (radians).
+  # Local rotation error: "l1" (rotation matrices, the paper's) or
+  # "geodesic" (radians).
   rotation_error: Literal["l1", "geodesic"] = "l1"
-  # "sum": normalise the weighted raw sum once; "per_reward": each sub-reward.
+  # "sum": normalise the weighted raw sum once; "per_reward": each sub-reward
+  # (a near-constant one is blown up to full weight). Chosen by measurement:
+  # README, "GRPO recipe".
   normalisation: Literal["sum", "per_reward"] = "sum"
   # Scale of the normalisation: "group" std, or "batch" std of the centred
-  # rewards (over all groups and devices).
+  # rewards (over all groups and devices; flat groups get small advantages).
   std_scope: Literal["group", "batch"] = "batch"
-  # Lower bound of that scale (units of the normalised reward).
+  # Lower bound of that scale (units of the normalised reward; bounds the
+  # amplification of noise).
   std_floor: float = 1e-3
   # A_max: advantages are clipped to [−A_max, A_max].
   advantage_clip: float = 5.0
-  # Frames per second (velocities).
-  fps: float = 30.0
+  # Frames per second (velocities; the data's).
+  fps: float = dataclasses.field(default=30.0, metadata={"setting": False})
 
   def weight(self, name: str) -> float:
     return getattr(self, f"weight_{name}")

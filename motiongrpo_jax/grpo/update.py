@@ -57,21 +57,37 @@ ScoreFn = Callable[[Any, jax.Array, sampler_lib.Condition, jax.Array],
                    jax.Array]
 
 
+# The rollouts' sampler: EgoAllo's, except where training needs otherwise.
+ROLLOUT_SAMPLER = sampler_lib.SamplerConfig(
+    # Training-only exploration: the first 3 steps (the trained window) take
+    # DDIM-η's larger σ (EgoAllo's σ after step 0 is 0.005–0.09), so groups
+    # stay diverse: Bandai-Namco MPJPE −11.8 % vs +5.4 % without (README).
+    explore_steps=3,
+    # The same matrix as "svd" to ~1e-6; 3× faster demo rollouts on CPU.
+    rotation_projection="polar",
+    # DDPO's: the clip acts on per-scalar ratios ("sum", the exact density,
+    # needs a learning rate about 1/(L·d) as large).
+    log_prob_reduction="mean",
+    return_means=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class UpdateConfig:
   """Everything static about a GRPO iteration (hashable: jit-static)."""
   group: group_sampler.GroupConfig = group_sampler.GroupConfig()
-  sampler: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(
-      log_prob_reduction="mean")
+  sampler: sampler_lib.SamplerConfig = ROLLOUT_SAMPLER
   reward: rewards_lib.RewardConfig = rewards_lib.RewardConfig()
   objective: objective.ObjectiveConfig = objective.ObjectiveConfig()
-  # Passes over the iteration's samples.
-  num_epochs: int = 1
+  # Passes over the iteration's samples (2 × 2 updates per batch: MPJPE
+  # −4.1 % vs −3.1 % with one update on the demo base; README, "GRPO recipe").
+  num_epochs: int = 2
   # Optimiser updates per epoch (examples split by global index mod this).
-  num_minibatches: int = 1
+  num_minibatches: int = 2
   # Gradient-accumulation chunks per update (memory, not maths).
   num_microbatches: int = 1
-  # A group whose raw hybrid-reward std is below this is "zero-advantage".
+  # A group whose raw hybrid reward (Σ w·r / Σ w, in [0, 1]) varies less than
+  # this (std over members) is "zero-advantage": normalisation would only
+  # amplify its noise.
   zero_advantage_threshold: float = 0.01
 
   def validate(self, local_sequences: int | None = None) -> "UpdateConfig":
@@ -86,8 +102,7 @@ class UpdateConfig:
     self.objective.validate(len(objective.trainable_steps(self.sampler)))
     for name in ("num_epochs", "num_minibatches", "num_microbatches"):
       if getattr(self, name) < 1:
-        raise ValueError(f"objective.{name}={getattr(self, name)}: expected "
-                         ">= 1")
+        raise ValueError(f"iteration.{name}={getattr(self, name)}: expected >= 1")
     if local_sequences is not None:
       examples = local_sequences * self.group.group_size
       chunks = self.num_minibatches * self.num_microbatches
@@ -95,8 +110,8 @@ class UpdateConfig:
         raise ValueError(
             f"data.batch_size: {local_sequences} sequences per device × "
             f"group.group_size {self.group.group_size} = {examples} samples "
-            "do not split into objective.num_minibatches × "
-            f"objective.num_microbatches = {chunks} equal parts")
+            "do not split into iteration.num_minibatches × "
+            f"iteration.num_microbatches = {chunks} equal parts")
     return self
 
 

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from motiongrpo_jax import config_sections
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.body import smplh
 from motiongrpo_jax.data import pipeline
@@ -115,17 +116,13 @@ def validate(config: ml_collections.ConfigDict,
   if obj.temperature <= 0:
     raise ValueError(f"config.objective.temperature={obj.temperature}: "
                      "expected > 0")
-  if obj.base_samples < 0 or obj.sampler_steps < 1:
-    raise ValueError("config.objective: need base_samples >= 0 and "
-                     "sampler_steps >= 1")
-  try:
-    sampler_lib.step_constants(sampler_config(config, return_x0=True))
-  except ValueError as e:
-    raise ValueError(f"config.objective.sampler_steps={obj.sampler_steps}: "
-                     f"{e} (EgoAllo's update needs >= 26 steps)") from e
-  if obj.base_samples and not 1 <= obj.base_last_steps <= obj.sampler_steps:
+  if obj.base_samples < 0:
+    raise ValueError(f"config.objective.base_samples={obj.base_samples}: "
+                     "expected >= 0")
+  num_steps = sampler_config(config, return_x0=True).num_steps
+  if obj.base_samples and not 1 <= obj.base_last_steps <= num_steps:
     raise ValueError(f"config.objective.base_last_steps={obj.base_last_steps}:"
-                     f" expected in 1..sampler_steps={obj.sampler_steps}")
+                     f" expected in 1..sampler.num_steps={num_steps}")
   if obj.base_samples == 0 and not obj.perturbations:
     raise ValueError("config.objective: no negatives (base_samples = 0 and no "
                      "perturbations)")
@@ -156,10 +153,10 @@ def make_body(config: ml_collections.ConfigDict) -> body_model.BodyModel:
 
 def sampler_config(config: ml_collections.ConfigDict,
                    return_x0: bool) -> sampler_lib.SamplerConfig:
-  """The base policy's sampler (EgoAllo's update; x̂0 kept when asked)."""
-  return sampler_lib.SamplerConfig(
-      num_steps=config.objective.sampler_steps, return_means=False,
-      return_x0=return_x0).validate()
+  """The base policy's sampler (`config.sampler`; x̂0 kept when asked)."""
+  return config_sections.to_dataclass(
+      sampler_lib.SamplerConfig, config.sampler, "sampler",
+      return_means=False, return_x0=return_x0)
 
 
 def make_candidates_fn(base_apply: sampler_lib.ApplyFn,

@@ -54,6 +54,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from motiongrpo_jax import body as body_lib
+from motiongrpo_jax import config_sections
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
@@ -71,8 +72,6 @@ _FIELDS = ("betas", "T_world_root", "body_quats", "T_world_cpf",
            "height_from_floor", "mask", "seq_index", "start")
 # Fewest valid output frames a window needs (jitter is a third difference).
 MIN_FRAMES = 4
-_SAMPLER_FIELDS = ("num_steps", "update", "eta", "window_size", "overlap",
-                   "non_redundant_windows", "project_body_rotmats")
 
 
 # --------------------------------------------------------------------------
@@ -81,14 +80,9 @@ _SAMPLER_FIELDS = ("num_steps", "update", "eta", "window_size", "overlap",
 
 def sampler_config(config: ml_collections.ConfigDict) -> sampler_lib.SamplerConfig:
   """The `SamplerConfig` of `config.sampler` (only the final sample kept)."""
-  fields = {k: config.sampler[k] for k in _SAMPLER_FIELDS}
-  try:
-    sampler = sampler_lib.SamplerConfig(
-        **fields, return_means=False, return_x0=False).validate()
-    sampler_lib.step_constants(sampler)  # E.g. σ too large for the steps.
-    return sampler
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"config.sampler: {e}") from e
+  return config_sections.to_dataclass(
+      sampler_lib.SamplerConfig, config.sampler, "sampler",
+      return_means=False, return_x0=False)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -419,7 +413,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "seed": config.seed,
       "fps": config.fps,
       "body_model": config.body_model or "builtin",
-      "sampler": {k: config.sampler[k] for k in _SAMPLER_FIELDS},
+      "sampler": config.sampler.to_dict(),
       "units": dict(metrics_lib.UNITS),
       "seconds": round(time.time() - t0, 2),
   }

@@ -103,39 +103,21 @@ _TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM = 0, 1, 2
 
 
 def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
-  """The `UpdateConfig` of a grpo config."""
-  g, n, r, o = (config.group, config.condition_noise, config.reward,
-                config.objective)
-  return update.UpdateConfig(
-      group=group_sampler.GroupConfig(
-          group_size=g.group_size, shared_initial_noise=g.shared_initial_noise,
-          rollouts_per_condition=g.rollouts_per_condition,
-          noise=condition_noise.ConditionNoiseConfig(
-              kind=n.kind, amplitude=n.amplitude,
-              base_frequency=n.base_frequency, octaves=n.octaves,
-              persistence=n.persistence, fps=config.data.fps, axes=n.axes)),
-      sampler=sampler_lib.SamplerConfig(
-          num_steps=g.sampler_steps, update=g.sampler_update,
-          explore_steps=g.explore_steps, explore_eta=g.explore_eta,
-          log_prob_reduction=g.log_prob_reduction, return_means=False,
-          rotation_projection=g.rotation_projection),
-      reward=rewards_lib.RewardConfig(
-          weight_rot=r.weight_rot, weight_pos=r.weight_pos,
-          weight_pa_pos=r.weight_pa_pos, weight_vel=r.weight_vel,
-          weight_skate=r.weight_skate, weight_vis=r.weight_vis,
-          omega_rot=r.omega_rot, omega_pos=r.omega_pos,
-          omega_pa_pos=r.omega_pa_pos, omega_vel=r.omega_vel,
-          omega_skate=r.omega_skate, omega_vis=r.omega_vis,
-          rotation_error=r.rotation_error, normalisation=r.normalisation,
-          std_scope=r.std_scope, std_floor=r.std_floor,
-          advantage_clip=r.advantage_clip, fps=config.data.fps),
-      objective=objective.ObjectiveConfig(
-          clip_range=o.clip_range, kl_beta=o.kl_beta,
-          train_window=o.train_window, num_train_steps=o.num_train_steps,
-          remat=o.remat, step_weighting=o.step_weighting),
-      num_epochs=o.num_epochs, num_minibatches=o.num_minibatches,
-      num_microbatches=o.num_microbatches,
-      zero_advantage_threshold=o.zero_advantage_threshold)
+  """The `UpdateConfig` of a grpo config, validated (`config_sections`)."""
+  sections = config_sections.to_dataclass
+  fps = config.data.fps
+  return sections(
+      update.UpdateConfig, config.iteration, "iteration",
+      group=sections(group_sampler.GroupConfig, config.group, "group",
+                     noise=sections(condition_noise.ConditionNoiseConfig,
+                                    config.condition_noise, "condition_noise",
+                                    fps=fps)),
+      sampler=sections(sampler_lib.SamplerConfig, config.sampler, "sampler",
+                       return_means=False),
+      reward=sections(rewards_lib.RewardConfig, config.reward, "reward",
+                      fps=fps),
+      objective=sections(objective.ObjectiveConfig, config.objective,
+                         "objective"))
 
 
 def ablation_settings(config: ml_collections.ConfigDict) -> list[str]:
@@ -173,14 +155,7 @@ def validate(config: ml_collections.ConfigDict,
       raise ValueError(f"config.{name}={value} must be a positive multiple of "
                        f"the number of devices ({num_devices}); each device "
                        "holds whole groups")
-  try:
-    static = update_config(config)
-    static.sampler.validate()
-    sampler_lib.step_constants(static.sampler)
-  except ValueError as e:
-    raise ValueError(f"config.group (sampler_steps={config.group.sampler_steps}"
-                     f", sampler_update={config.group.sampler_update!r}): {e}"
-                     ) from e
+  static = update_config(config)
   try:
     static.validate(config.data.batch_size // num_devices)
   except ValueError as e:
@@ -430,8 +405,8 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   base_params = checkpoints.load_params(base, target)
   ref_params = base_params if static.objective.kl_beta > 0 else None
 
-  o = config.objective
-  total_updates = config.train.num_steps * o.num_epochs * o.num_minibatches
+  total_updates = (config.train.num_steps * config.iteration.num_epochs
+                   * config.iteration.num_minibatches)
   tx = state_lib.make_optimizer(config.optimizer, total_updates,
                                 grad_cosine=True)
   base_key = jax.random.PRNGKey(config.seed)

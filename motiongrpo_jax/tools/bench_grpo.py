@@ -71,8 +71,8 @@ def grpo_setup(size: str) -> tuple[Any, update_lib.UpdateConfig, int, int]:
   if size == "tiny":
     with config.unlocked():
       config.group.group_size = 2
-      config.group.sampler_steps = 4
-      config.group.sampler_update = "ddim"
+      config.sampler.num_steps = 4
+      config.sampler.update = "ddim"
       config.objective.num_train_steps = 2
       config.data.seq_len = 8
       config.data.batch_size = 2

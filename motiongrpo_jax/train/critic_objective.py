@@ -360,7 +360,7 @@ def noisy_condition(keys: jax.Array, T_world_cpf: jax.Array,
                     T_cpf_tm1_cpf_t: jax.Array, mask: jax.Array,
                     amplitude: jax.Array,
                     config: condition_noise.ConditionNoiseConfig =
-                    condition_noise.ConditionNoiseConfig()
+                    condition_noise.ConditionNoiseConfig(kind="perlin")
                     ) -> tuple[jax.Array, jax.Array]:
   """Head trajectories with smooth noise on the CPF translations (GRPO's).
 

@@ -32,8 +32,9 @@ def _tiny_config(base_dir, **train):
   config.data.update(data_dir=str(base_dir / "data"),
                      build_synthetic_if_missing=False, seq_len=8, batch_size=2,
                      val_batch_size=2, max_val_batches=1)
-  config.objective.update(base_samples=1, base_last_steps=2, sampler_steps=26,
+  config.objective.update(base_samples=1, base_last_steps=2,
                           condition_noise_max=0.1)
+  config.sampler.num_steps = 26
   config.eval.update(num_samples=2, batch_size=2, max_batches=2)
   config.train.update(num_steps=2, log_every_steps=1, eval_every_steps=0,
                       checkpoint_every_steps=2, progress_every_seconds=0.0)
@@ -104,7 +105,7 @@ def test_variants_validate():
     ("objective.perturbations", ("time_shift", "wobble"),
      r"config.objective: .*kinds"),
     ("objective.base_last_steps", 40, r"base_last_steps=40"),
-    ("objective.sampler_steps", 10, r"sampler_steps=10: .* >= 26 steps"),
+    ("sampler.num_steps", 10, r"config.sampler: .*σ too large"),
     ("eval.num_samples", 1, r"config.eval.num_samples=1"),
     ("objective.condition_noise_max", -0.1, r"must be >= 0"),
     ("body.model", "smpl", r"config.body.model='smpl'"),

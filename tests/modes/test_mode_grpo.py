@@ -37,8 +37,10 @@ def tiny_config(base_dir, **train):
   config.reward.weight_vis = 0.0  # no critic unless a test adds one
   config.data.update(data_dir=str(base_dir / "data"),
                      build_synthetic_if_missing=False, seq_len=6, batch_size=2)
-  config.group.update(group_size=2, sampler_steps=3, sampler_update="ddim")
-  config.objective.update(num_minibatches=2, kl_beta=0.1, num_train_steps=1)
+  config.group.group_size = 2
+  config.sampler.update(num_steps=3, update="ddim")
+  config.iteration.num_minibatches = 2
+  config.objective.update(kl_beta=0.1, num_train_steps=1)
   config.eval.update(batch_size=2, num_samples=1, val_batches=1,
                      max_batches=2)
   config.train.update(num_steps=2, log_every_steps=1, eval_every_steps=0,
@@ -142,12 +144,12 @@ def test_startup_errors(base_dir, tmp_path):
     grpo_mode.run(config, str(tmp_path / "g1"))
   config = tiny_config(base_dir)
   config.data.batch_size = 3
-  config.objective.num_minibatches = 1
+  config.iteration.num_minibatches = 1
   config.eval.batch_size = 2
   with pytest.raises(ValueError, match="data.batch_size=3"):
     grpo_mode.validate(config, num_devices=2)
   config = tiny_config(base_dir)
-  config.objective.num_minibatches = 3  # 2 sequences × G 2 = 4 samples
+  config.iteration.num_minibatches = 3  # 2 sequences × G 2 = 4 samples
   with pytest.raises(ValueError, match="config.data.batch_size: .*"
                      "num_minibatches"):
     grpo_mode.validate(config, num_devices=1)
@@ -160,9 +162,9 @@ def test_startup_errors(base_dir, tmp_path):
   with pytest.raises(ValueError, match="critic_checkpoint"):
     grpo_mode.run(config, str(tmp_path / "badcritic"))
   config = tiny_config(base_dir)
-  config.group.sampler_update = "egoallo"
-  config.group.sampler_steps = 3
-  with pytest.raises(ValueError, match="sampler_steps=3"):
+  config.sampler.update = "egoallo"
+  config.sampler.num_steps = 3
+  with pytest.raises(ValueError, match="config.sampler: "):
     grpo_mode.run(config, str(tmp_path / "steps"))
   # Nothing was written by the failed starts.
   assert not any((tmp_path / d / "checkpoints").exists()

@@ -66,11 +66,12 @@ def grpo_config(data_dir: str, base: str) -> ml_collections.ConfigDict:
   config.reward.weight_vis = 0.0  # joint rewards: no critic
   config.data.update(data_dir=data_dir, build_synthetic_if_missing=False,
                      seq_len=6, batch_size=2)
-  config.group.update(group_size=2, sampler_steps=3, sampler_update="ddim")
+  config.group.group_size = 2
+  config.sampler.update(num_steps=3, update="ddim")
   # Two optimiser updates per iteration (minibatches split by global index);
   # no KL, remat or Procrustes reward: smaller programs, faster compiles.
-  config.objective.update(num_minibatches=2, kl_beta=0.0, num_train_steps=1,
-                          remat=False)
+  config.iteration.num_minibatches = 2
+  config.objective.update(kl_beta=0.0, num_train_steps=1, remat=False)
   config.reward.weight_pa_pos = 0.0
   config.optimizer.learning_rate = 1e-3
   config.eval.update(batch_size=2, num_samples=1, val_batches=1,
