@@ -18,7 +18,7 @@ and measures, with the config's group / sampler / reward options
    advantages A (`rewards.advantages`). Per set and step k,
      g_k = ∇θ −mean_n(A_n · log π_θ(x_{k+1} | x_k, c_n))
    over the N = B·G samples (`objective.rescore_steps` with steps = [k],
-   log-probs reduced as `group.log_prob_reduction`): the gradient of the
+   log-probs reduced as `sampler.log_prob_reduction`): the gradient of the
    first update of an iteration (ratio 1, nothing clipped) without any
    per-step weight or training window. Per step ("steps" entries): t_k, σ_k,
    a_k = c_x0 − c_dir·c_xt/denom (the x̂0 coefficient of the mean
@@ -66,7 +66,7 @@ reward, objective sections, data sizes, checkpoints), the model size, the
 device and the wall time per section. Non-finite numbers are null.
 Everything repeated is jitted once per shape (the step index is traced);
 per-step gradients are ravelled and reduced on the fly (memory: six
-parameter-sized vectors), and `objective.num_microbatches` splits the
+parameter-sized vectors), and `iteration.num_microbatches` splits the
 gradient's samples into chunks.
 """
 
