@@ -1,6 +1,6 @@
 """Config for the `critic` mode: `--config=configs/critic.py[:variant]`.
 
-Trains the perceptual critic (`model/critic.py`) with InfoNCE against the
+Trains the perceptual critic (`critic/model.py`) with InfoNCE against the
 base policy's own samples and perturbed ground truth, then evaluates it on a
 held-out split (`WORKDIR/critic_eval.json`). `base_checkpoint` must name the
 base denoiser: a pretrain workdir, a model directory or an EgoAllo
@@ -43,7 +43,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # directory) instead of a random init; "" = random. Ignored on resume.
   config.init_checkpoint = ""
 
-  # #### Critic model (`model/critic.CriticConfig`) ####
+  # #### Critic model (`critic/model.py` CriticConfig) ####
   config.model = ml_collections.ConfigDict()
   # Token width D.
   config.model.d_model = 128
@@ -92,7 +92,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # Grain worker processes (0: read in the training process).
   config.data.num_workers = 0
 
-  # #### Negatives and the InfoNCE objective (`train/critic_objective.py`) ####
+  # #### Negatives and the InfoNCE objective (`critic/objective.py`) ####
   config.objective = ml_collections.ConfigDict()
   # InfoNCE temperature τ.
   config.objective.temperature = 0.07
@@ -124,7 +124,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # its fields, EgoAllo's defaults and their comments) ####
   config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
-  # #### Held-out evaluation (`eval/critic_eval.py`, critic_eval.json) ####
+  # #### Held-out evaluation (`critic/evaluation.py`, critic_eval.json) ####
   config.eval = ml_collections.ConfigDict()
   # Held-out split evaluated after training.
   config.eval.split = "test"

@@ -35,10 +35,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.num_samples = 1
   # Frames per second of the data (velocities, jitter).
   config.fps = 30.0
-  # Body model of the forward kinematics: "" = the built-in skeleton body,
-  # or the path of an SMPL-H `model.npz` (use the body the dataset was
-  # built with).
-  config.body_model = ""
+  # Body model (use the body the dataset was built with).
+  config.body = config_sections.body()
 
   # #### Data ####
   config.data = ml_collections.ConfigDict()

@@ -37,7 +37,7 @@ Variants override only what differs from the defaults below.
 import ml_collections
 
 from motiongrpo_jax import config_sections
-from motiongrpo_jax.grpo import condition_noise
+from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards
@@ -102,7 +102,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   # `grpo/update.py` ROLLOUT_SAMPLER sets it).
   config.sampler = config_sections.from_dataclass(update.ROLLOUT_SAMPLER)
   # Perlin / Gaussian / no noise on the head trajectory
-  # (`grpo/condition_noise.py` ConditionNoiseConfig).
+  # (`data/condition_noise.py` ConditionNoiseConfig).
   config.condition_noise = config_sections.from_dataclass(
       condition_noise.ConditionNoiseConfig)
   # Hybrid reward and advantages (`grpo/rewards.py` RewardConfig).

@@ -50,9 +50,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.floor_z = config_dict.placeholder(float)
   # Aria only: the CPF in the device frame, "gen1_dvt_s" or "gen1_dvt_l".
   config.aria_device = "gen1_dvt_s"
-  # Body model posing the samples: "" = the built-in skeleton body, or the
-  # path of an SMPL-H `model.npz`.
-  config.body_model = ""
+  # Body model (use the body the dataset was built with).
+  config.body = config_sections.body()
 
   # #### Sampler (`diffusion/sampler.py` SamplerConfig: its fields,
   # EgoAllo's defaults and their comments) ####

@@ -18,6 +18,7 @@ Variants override only what differs from the defaults below (EgoAllo's).
 import ml_collections
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.diffusion import loss as loss_lib
 
 VARIANTS = ("demo", "bvh", "amass")
 
@@ -83,15 +84,7 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
   config.data.num_workers = 0
 
   # #### Loss (EgoAllo's; `diffusion/loss.py`) ####
-  config.loss = ml_collections.ConfigDict()
-  # Weight of each term in the total.
-  config.loss.weight_betas = 0.1
-  config.loss.weight_body_rotmats = 1.0
-  config.loss.weight_contacts = 0.1
-  config.loss.weight_hand_rotmats = 0.01
-  # Probability of zeroing a sequence's encoded condition (EgoAllo's
-  # `cond_dropout_prob`; 0 in its released training).
-  config.loss.cond_dropout_prob = 0.0
+  config.loss = config_sections.from_dataclass(loss_lib.LossConfig)
 
   # #### Optimiser (AdamW after grad-norm clipping; `train/state.py`) ####
   config.optimizer = config_sections.optimizer(

@@ -1,9 +1,10 @@
 """Entry point: `python -m motiongrpo_jax.main --config=configs/X.py[:variant]`.
 
 Kept short on purpose: flags, config, joining a multi-process run (if one is
-set up: `train/distributed.py`), workdir, then one call into the mode's
-`run(config, workdir)`. The logic lives in importable modules that a notebook
-can call too.
+set up: `train/distributed.py`), workdir, then `run(config, workdir)`: the
+mode's own `run`, after the runs of other modes it needs (the GRPO demo's
+base model and critic, `config.bootstrap`). The modes are libraries' drivers
+that only this module imports; a notebook calls `run` too.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import datetime
 import pathlib
 import shutil
 
+from typing import Any
+
 import jax
+import ml_collections
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from motiongrpo_jax import cli
+from motiongrpo_jax import config_sections
 from motiongrpo_jax import modes
 from motiongrpo_jax import run_record
 from motiongrpo_jax.train import distributed
@@ -73,7 +78,7 @@ def main(argv: list[str]) -> None:
   if workdir is None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = str(pathlib.Path("runs") / f"{config.mode}-{stamp}")
-  run = modes.get(config.mode)  # Fails before anything is written.
+  modes.get(config.mode)  # Fails before anything is written.
   created = not pathlib.Path(workdir).exists()
   run_record.write(workdir, config)
   logging.info("mode %s, workdir %s", config.mode, workdir)
@@ -85,6 +90,53 @@ def main(argv: list[str]) -> None:
     if created and not _holds_checkpoint(pathlib.Path(workdir)):
       shutil.rmtree(workdir, ignore_errors=True)
     raise
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Runs `config.mode` in `workdir` and returns what its `run` returns.
+
+  The GRPO demo (`config.bootstrap.enabled`) first makes the checkpoints its
+  config leaves empty: a base model pretrained in `WORKDIR/base` and, when
+  the perceptual reward is on, a critic trained in `WORKDIR/critic` (both
+  resume when partly done); their paths are set in `config`.
+  """
+  run_mode = modes.get(config.mode)
+  if config.mode == "grpo" and config.bootstrap.enabled:
+    grpo = modes.load("grpo")
+    grpo.validate(config, before_bootstrap=True)
+    if not config.init_checkpoint:
+      config.init_checkpoint = _bootstrap(config, workdir, "pretrain")
+    if not config.critic_checkpoint and grpo.needs_critic(
+        config, grpo.ablation_settings(config)):
+      config.critic_checkpoint = _bootstrap(config, workdir, "critic")
+  return run_mode(config, workdir)
+
+
+def _bootstrap(config: ml_collections.ConfigDict, workdir: str,
+               mode: str) -> str:
+  """Runs `configs/<mode>.py:demo` for the GRPO demo in WORKDIR/base or
+  WORKDIR/critic, on the demo's data and seed; returns that workdir."""
+  sub_dir = str(pathlib.Path(workdir) / ("base" if mode == "pretrain"
+                                         else "critic"))
+  sub = config_sections.load(mode, "demo")
+  sub.seed = config.seed
+  sub.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
+  if mode == "pretrain":
+    sub.data.synthetic_num_sequences = config.data.synthetic_num_sequences
+    sub.data.synthetic_num_frames = config.data.synthetic_num_frames
+    num_steps = config.bootstrap.pretrain_steps
+  else:
+    sub.base_checkpoint = config.init_checkpoint
+    num_steps = config.bootstrap.critic_steps
+  if num_steps:  # 0: the demo config's; validate and save at the end.
+    sub.train.num_steps = num_steps
+    sub.train.eval_every_steps = min(sub.train.eval_every_steps, num_steps)
+    sub.train.checkpoint_every_steps = min(sub.train.checkpoint_every_steps,
+                                           num_steps)
+  logging.info("grpo demo: %s run in %s", mode, sub_dir)
+  run_record.write(sub_dir, sub)
+  modes.get(mode)(sub, sub_dir)
+  return sub_dir
 
 
 def _holds_checkpoint(workdir: pathlib.Path) -> bool:

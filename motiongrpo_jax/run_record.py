@@ -1,9 +1,12 @@
-"""What every run records in its workdir: resolved config, git commit and diff."""
+"""What every run records in its workdir: resolved config, git commit and
+diff, and its JSON summaries."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
+from typing import Any
 
 import jax
 import ml_collections
@@ -33,3 +36,14 @@ def write(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> Non
   if commit is not None:
     (workdir / "git_commit.txt").write_text(commit)
     (workdir / "git_diff.patch").write_text(_git("diff", "HEAD") or "")
+
+
+def write_json(path: str | pathlib.Path, values: dict[str, Any]) -> None:
+  """Writes `values` as JSON atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+  tmp.replace(path)

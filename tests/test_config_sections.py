@@ -9,7 +9,6 @@ from motiongrpo_jax import config_sections
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.grpo import update
-from motiongrpo_jax.modes import grpo as grpo_mode
 
 from conftest import load_config
 
@@ -69,7 +68,7 @@ def test_grpo_config_is_the_libraries_options():
   # Every setting of GRPO's options dataclasses is in the config with the
   # dataclass's default (one declaration), and the config builds them back.
   config = grpo_config.get_config("demo")
-  static = grpo_mode.update_config(config)
+  static = update.from_config(config)
   assert static.reward == rewards.RewardConfig(fps=config.data.fps)
   assert static.sampler == update.ROLLOUT_SAMPLER
   assert dataclasses.replace(static, group=update.UpdateConfig().group) == (
@@ -78,7 +77,7 @@ def test_grpo_config_is_the_libraries_options():
   # A changed setting reaches its dataclass.
   config.sampler.num_steps = 28
   config.reward.weight_skate = 0.5
-  static = grpo_mode.update_config(config)
+  static = update.from_config(config)
   assert static.sampler.num_steps == 28 and static.reward.weight_skate == 0.5
   assert static.sampler.return_means is False
   assert sampler_lib.SamplerConfig().return_means is True

@@ -410,9 +410,3 @@ def forward_kinematics(motion: BvhMotion) -> tuple[np.ndarray, np.ndarray]:
       global_t[:, j] = global_t[:, parent] + np.einsum(
           "fab,fb->fa", global_r[:, parent], local_t[:, j])
   return global_r, global_t
-
-
-def records_from_flags(flag_values):
-  """`build_dataset --source=bvh`: see `retarget.records_from_flags`."""
-  from motiongrpo_jax.data import retarget  # pylint: disable=g-import-not-at-top
-  return retarget.records_from_flags(flag_values)

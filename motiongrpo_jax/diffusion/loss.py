@@ -52,6 +52,16 @@ class LossConfig:
   max_t: int = 1000
   # p in the per-t weight r_t/r_1·(1 − p) + p.
   loss_weight_padding: float = 0.01
+  # Probability of zeroing a sequence's encoded condition in training
+  # (EgoAllo's `cond_dropout_prob`; 0 in its released training).
+  cond_dropout_prob: float = 0.0
+
+  def validate(self) -> "LossConfig":
+    """Raises ValueError naming the option for an impossible value."""
+    if not 0.0 <= self.cond_dropout_prob < 1.0:
+      raise ValueError(f"loss.cond_dropout_prob={self.cond_dropout_prob}: "
+                       "expected in [0, 1)")
+    return self
 
   def term_weight(self, name: str) -> float:
     return getattr(self, f"weight_{name}")

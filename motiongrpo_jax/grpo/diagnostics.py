@@ -10,26 +10,17 @@ noise is meant to change):
     mean over pairs g < g′, valid frames and joints of ‖p_g − p_g′‖₂ (metres);
   * the optimisation side (gradient norm, clip fraction, approximate KL,
     ratio statistics) comes from `objective.grpo_loss` and the update;
-  * held-out: `heldout_metrics` samples a fixed batch with the policy (clean
-    condition, no group) and reports the rewards and the evaluation metrics
-    (MPJPE, PA-MPJPE, jitter, foot skating, …) per sequence.
 The group diagnostics return per-device means that `pmean` turns into global
 values (every device holds the same number of groups).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from motiongrpo_jax import geometry
-from motiongrpo_jax.body import model as body_model
-from motiongrpo_jax.diffusion import sampler as sampler_lib
-from motiongrpo_jax.eval import metrics as metrics_lib
 from motiongrpo_jax.grpo import rewards as rewards_lib
 
 
@@ -127,79 +118,4 @@ def group_diagnostics(rewards: Mapping[str, jax.Array], advantages: jax.Array,
       hybrid, zero_advantage_threshold)
   out["diversity_joint_distance"] = jnp.mean(
       pairwise_joint_distance(joints, mask))
-  return out
-
-
-def heldout_metrics(apply_fn: sampler_lib.ApplyFn, params: Any,
-                    batch: Mapping[str, jax.Array], key: jax.Array, *,
-                    body: body_model.BodyModel, packed_dim: int,
-                    sampler_config: sampler_lib.SamplerConfig,
-                    reward_config: rewards_lib.RewardConfig,
-                    num_samples: int = 1,
-                    score_fn: Callable[..., jax.Array] | None = None,
-                    critic_params: Any = None) -> dict[str, jax.Array]:
-  """Rewards and evaluation metrics of policy samples on a fixed batch.
-
-  Each sequence b is sampled `num_samples` times with the clean condition,
-  sample s from fold_in(fold_in(key, b), s) (so two policies compared with
-  the same key see the same initial noise). Everything is computed against
-  the ground truth with the root placed from the clean CPF.
-
-  Args:
-    apply_fn: the network.
-    params: the policy's parameters.
-    batch: L+1 poses per sequence (`update.BATCH_FIELDS`).
-    key: PRNG key of the batch.
-    body: the body model.
-    packed_dim: d.
-    sampler_config: sampler options.
-    reward_config: reward options (ω's, weights, fps).
-    num_samples: samples per sequence (metrics are averaged over them).
-    score_fn: the critic (`update.ScoreFn`), or None.
-    critic_params: its parameters.
-
-  Returns:
-    {name: (B,)}: the `eval.metrics.METRIC_NAMES` (mm, …), "reward/<name>"
-    for each sub-reward, "reward/hybrid" = Σ_k w_k·r_k / Σ_k w_k over the
-    weighted ones, and "valid" (1 for sequences with a valid frame).
-  """
-  # Imported here: update imports this module.
-  from motiongrpo_jax.grpo import update  # pylint: disable=import-outside-toplevel
-  config = dataclasses.replace(sampler_config, return_means=False,
-                               return_x0=False)
-  clean = update.clean_condition(batch)
-  mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
-  num_seq, seq_len = mask.shape
-
-  def one(cond_T, cond_rel, frame_mask, k):
-    out = sampler_lib.rollout(
-        apply_fn, params, sampler_lib.Condition(cond_T[None], cond_rel[None]),
-        key=k, mask=frame_mask[None], packed_dim=packed_dim, config=config)
-    return out.xs[-1, 0]
-
-  seq_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_seq))
-  keys = jax.vmap(lambda k: jax.vmap(jax.random.fold_in, (None, 0))(
-      k, jnp.arange(num_samples)))(seq_keys)  # shape [B, S_eval]
-  samples = jax.vmap(jax.vmap(one, (None, None, None, 0)))(
-      clean.T_world_cpf, clean.T_cpf_tm1_cpf_t, mask, keys)
-  rewards, posed = update.score_samples(samples, dict(batch), body,
-                                        reward_config, score_fn, critic_params)
-  gt = update.ground_truth(batch, body)
-  expand = lambda x: jnp.broadcast_to(  # pylint: disable=unnecessary-lambda-assignment
-      x[:, None], (num_seq, num_samples) + x.shape[1:])
-  sample_mask = expand(mask)
-  # Sequences without a valid frame (eval filler) get finite dummy values.
-  valid = jnp.any(mask, axis=-1)
-  safe_mask = sample_mask | ~valid[:, None, None]
-  values = metrics_lib.compute_all(
-      posed.joints, expand(gt.joints),
-      geometry.matrix_to_quat(posed.body_rotmats),
-      geometry.matrix_to_quat(expand(gt.body_rotmats)), reward_config.fps,
-      safe_mask, floor_z=0.0)
-  out = {name: jnp.mean(v, axis=1) for name, v in values.items()}
-  for name, r in rewards.items():
-    out[f"reward/{name}"] = jnp.mean(r, axis=1)
-  out["reward/hybrid"] = jnp.mean(rewards_lib.hybrid(rewards, reward_config),
-                                  axis=1)
-  out["valid"] = valid.astype(jnp.float32)
   return out

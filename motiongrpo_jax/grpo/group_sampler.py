@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from motiongrpo_jax.diffusion import sampler as sampler_lib
-from motiongrpo_jax.grpo import condition_noise as noise_lib
+from motiongrpo_jax.data import condition_noise as noise_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,11 +35,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import PartitionSpec as P
 
+from motiongrpo_jax import config_sections
 from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.data import condition_noise as noise_lib
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import posing
 from motiongrpo_jax.grpo import diagnostics
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
@@ -115,6 +119,25 @@ class UpdateConfig:
     return self
 
 
+def from_config(config: ml_collections.ConfigDict) -> UpdateConfig:
+  """The `UpdateConfig` of a grpo config's sections, validated
+  (`config_sections`: the dataclasses are the settings' one source)."""
+  sections = config_sections.to_dataclass
+  fps = config.data.fps
+  return sections(
+      UpdateConfig, config.iteration, "iteration",
+      group=sections(group_sampler.GroupConfig, config.group, "group",
+                     noise=sections(noise_lib.ConditionNoiseConfig,
+                                    config.condition_noise, "condition_noise",
+                                    fps=fps)),
+      sampler=sections(sampler_lib.SamplerConfig, config.sampler, "sampler",
+                       return_means=False),
+      reward=sections(rewards_lib.RewardConfig, config.reward, "reward",
+                      fps=fps),
+      objective=sections(objective.ObjectiveConfig, config.objective,
+                         "objective"))
+
+
 class _Examples(NamedTuple):
   """Flattened per-sample training data, leading axis N = B·G."""
   xs: jax.Array  # shape [N, S+1, L, d]
@@ -140,9 +163,9 @@ def clean_condition(batch: dict[str, jax.Array]) -> sampler_lib.Condition:
 
 
 def ground_truth(batch: dict[str, jax.Array],
-                 body: body_model.BodyModel) -> rewards_lib.PosedMotion:
+                 body: body_model.BodyModel) -> posing.PosedMotion:
   """Posed ground truth of frames 1..L, (B, L, …)."""
-  return rewards_lib.pose_ground_truth(
+  return posing.pose_ground_truth(
       batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
       body)
 
@@ -150,7 +173,7 @@ def ground_truth(batch: dict[str, jax.Array],
 def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
                   body: body_model.BodyModel, config: rewards_lib.RewardConfig,
                   score_fn: ScoreFn | None, critic_params: Any
-                  ) -> tuple[dict[str, jax.Array], rewards_lib.PosedMotion]:
+                  ) -> tuple[dict[str, jax.Array], posing.PosedMotion]:
   """Sub-rewards of samples against the ground truth and clean trajectory.
 
   Args:
@@ -169,9 +192,9 @@ def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
   mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
   T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
                                  samples.shape[:3] + (7,))
-  pred = rewards_lib.pose_sample(samples, T_world_cpf, body)
+  pred = posing.pose_sample(samples, T_world_cpf, body)
   gt = ground_truth(batch, body)
-  gt = rewards_lib.PosedMotion(body_rotmats=gt.body_rotmats[:, None],
+  gt = posing.PosedMotion(body_rotmats=gt.body_rotmats[:, None],
                                joints=gt.joints[:, None])
   errors = rewards_lib.joint_errors(pred, gt, mask[:, None], config)
   scores = None

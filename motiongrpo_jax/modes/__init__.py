@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import types
 from collections.abc import Callable
 
 import ml_collections
@@ -12,9 +13,14 @@ MODES = ("pretrain", "eval", "critic", "grpo", "infer")
 RunFn = Callable[[ml_collections.ConfigDict, str], None]
 
 
-def get(mode: str) -> RunFn:
-  """The `run(config, workdir)` function of a mode; a clear error otherwise."""
+def load(mode: str) -> types.ModuleType:
+  """The module of a mode; a clear error for an unknown one."""
   if mode not in MODES:
     raise ValueError(
         f"config.mode={mode!r} is not a mode; expected one of {sorted(MODES)}")
-  return importlib.import_module(f"motiongrpo_jax.modes.{mode}").run
+  return importlib.import_module(f"motiongrpo_jax.modes.{mode}")
+
+
+def get(mode: str) -> RunFn:
+  """The `run(config, workdir)` function of a mode."""
+  return load(mode).run

@@ -6,12 +6,11 @@ Steps of `run`:
   1. Check the config (`validate`): G >= 2, batches divisible by the devices
      and into minibatches, a valid sampler schedule, a critic when the
      perceptual reward is on — all before anything is sampled.
-  2. The base policy: `config.init_checkpoint`, or (demo) a base model
-     pretrained first in `WORKDIR/base` with `configs/pretrain.py:demo`.
-     The critic likewise: `config.critic_checkpoint`, or (demo, only when
-     `reward.weight_vis` > 0) one trained in `WORKDIR/critic`. A critic whose
-     config does not match (frame rate) or whose parameters do not load is
-     an error at start-up.
+  2. The base policy `config.init_checkpoint` and, when the perceptual
+     reward is on, the critic `config.critic_checkpoint` (the demo's are made
+     first by main.py: `config.bootstrap`). A critic whose config does not
+     match (frame rate) or whose parameters do not load is an error at
+     start-up.
   3. GRPO (`grpo/update.py`) in the shared loop (`train/loop.py`): one step
      is one iteration on `data.batch_size` head trajectories × G rollouts;
      every diagnostic is logged each iteration; held-out rewards and metrics
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import math
 import pathlib
@@ -43,26 +41,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
-from motiongrpo_jax import config_sections
 from motiongrpo_jax import run_record
-from motiongrpo_jax.body import model as body_model
-from motiongrpo_jax.body import smplh
+from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.data import pipeline
-from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import evaluate as evaluate_lib
 from motiongrpo_jax.eval import paired
-from motiongrpo_jax.grpo import condition_noise
-from motiongrpo_jax.grpo import diagnostics
-from motiongrpo_jax.grpo import group_sampler
-from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
-from motiongrpo_jax.model import critic as critic_lib
+from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.model import params_io
-from motiongrpo_jax.modes import pretrain
 from motiongrpo_jax.train import checkpoints
+from motiongrpo_jax.train import inputs
 from motiongrpo_jax.train import loop
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import metrics_writer
@@ -95,29 +86,11 @@ DIAGNOSTICS = ("reward/hybrid_group_std", "reward/pos_group_std",
                "clip_fraction",
                "approx_kl", "ratio_min", "ratio_max")
 # Independent random streams derived from `config.seed`.
-_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM = 0, 1, 2
+_TRAIN_STREAM, _VAL_STREAM = 0, 1
 
 
 # ----------------------------------------------------------------------------
 # Config → static options, and start-up checks.
-
-
-def update_config(config: ml_collections.ConfigDict) -> update.UpdateConfig:
-  """The `UpdateConfig` of a grpo config, validated (`config_sections`)."""
-  sections = config_sections.to_dataclass
-  fps = config.data.fps
-  return sections(
-      update.UpdateConfig, config.iteration, "iteration",
-      group=sections(group_sampler.GroupConfig, config.group, "group",
-                     noise=sections(condition_noise.ConditionNoiseConfig,
-                                    config.condition_noise, "condition_noise",
-                                    fps=fps)),
-      sampler=sections(sampler_lib.SamplerConfig, config.sampler, "sampler",
-                       return_means=False),
-      reward=sections(rewards_lib.RewardConfig, config.reward, "reward",
-                      fps=fps),
-      objective=sections(objective.ObjectiveConfig, config.objective,
-                         "objective"))
 
 
 def ablation_settings(config: ml_collections.ConfigDict) -> list[str]:
@@ -138,16 +111,23 @@ def with_overrides(config: ml_collections.ConfigDict,
   return out
 
 
-def _needs_critic(config: ml_collections.ConfigDict,
-                  settings: list[str]) -> bool:
+def needs_critic(config: ml_collections.ConfigDict,
+                 settings: list[str]) -> bool:
   """Whether the run, or any of its ablation settings, uses the critic."""
   return config.reward.weight_vis > 0 or any(
       ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
 
 
-def validate(config: ml_collections.ConfigDict,
-             num_devices: int | None = None) -> None:
-  """Fails at start-up, naming the field, on an impossible config."""
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
+             before_bootstrap: bool = False) -> None:
+  """Fails at start-up, naming the field, on an impossible config.
+
+  Args:
+    config: the grpo config.
+    num_devices: devices the batches are split over (default: all).
+    before_bootstrap: the demo's missing checkpoints are still to be made
+      (`config.bootstrap.enabled`; main.py makes them).
+  """
   num_devices = jax.device_count() if num_devices is None else num_devices
   for name, value in (("data.batch_size", config.data.batch_size),
                       ("eval.batch_size", config.eval.batch_size)):
@@ -155,7 +135,7 @@ def validate(config: ml_collections.ConfigDict,
       raise ValueError(f"config.{name}={value} must be a positive multiple of "
                        f"the number of devices ({num_devices}); each device "
                        "holds whole groups")
-  static = update_config(config)
+  static = update.from_config(config)
   try:
     static.validate(config.data.batch_size // num_devices)
   except ValueError as e:
@@ -168,19 +148,14 @@ def validate(config: ml_collections.ConfigDict,
   if config.eval.max_batches < 0:
     raise ValueError(f"config.eval.max_batches={config.eval.max_batches}: "
                      "expected >= 0")
-  if config.body.model not in ("builtin", "smplh"):
-    raise ValueError(f"config.body.model={config.body.model!r}: expected "
-                     "'builtin' or 'smplh'")
-  if config.body.model == "smplh" and not config.body.smplh_npz:
-    raise ValueError("config.body.model='smplh' needs config.body.smplh_npz")
-  settings = ablation_settings(config)
-  needs_critic = _needs_critic(config, settings)
-  if not config.init_checkpoint and not config.bootstrap.enabled:
+  body_lib.check_config(config.body)
+  will_bootstrap = before_bootstrap and config.bootstrap.enabled
+  if not config.init_checkpoint and not will_bootstrap:
     raise ValueError("config.init_checkpoint is empty: name the base denoiser "
                      "(a pretrain workdir, a model directory or an EgoAllo "
                      "checkpoint directory), or set config.bootstrap.enabled")
-  if (needs_critic and not config.critic_checkpoint
-      and not config.bootstrap.enabled):
+  if (needs_critic(config, ablation_settings(config))
+      and not config.critic_checkpoint and not will_bootstrap):
     raise ValueError("the perceptual reward is on (reward.weight_vis > 0) but "
                      "config.critic_checkpoint is empty; name a critic workdir "
                      "or set reward.weight_vis=0")
@@ -193,104 +168,22 @@ def validate(config: ml_collections.ConfigDict,
 
 
 
-def _shorten(train: ml_collections.ConfigDict, num_steps: int) -> None:
-  """Sets a bootstrap run's train steps (0: keep its config's), validating and
-  checkpointing at least at the end."""
-  if num_steps:
-    train.num_steps = num_steps
-    train.eval_every_steps = min(train.eval_every_steps, num_steps)
-    train.checkpoint_every_steps = min(train.checkpoint_every_steps, num_steps)
-
-
-def bootstrap_base(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Pretrains the demo base model in WORKDIR/base (resumes if partly done)."""
-  base_dir = str(pathlib.Path(workdir) / "base")
-  pre = config_sections.load("pretrain", "demo")
-  pre.seed = config.seed
-  pre.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
-  pre.data.synthetic_num_sequences = config.data.synthetic_num_sequences
-  pre.data.synthetic_num_frames = config.data.synthetic_num_frames
-  _shorten(pre.train, config.bootstrap.pretrain_steps)
-  logging.info("grpo demo: pretraining the base model in %s", base_dir)
-  run_record.write(base_dir, pre)
-  pretrain.run(pre, base_dir)
-  return base_dir
-
-
-def bootstrap_critic(config: ml_collections.ConfigDict, workdir: str,
-                     base: str) -> str:
-  """Trains the demo critic in WORKDIR/critic (resumes if partly done)."""
-  from motiongrpo_jax.modes import critic as critic_mode  # pylint: disable=import-outside-toplevel
-  critic_dir = str(pathlib.Path(workdir) / "critic")
-  cfg = config_sections.load("critic", "demo")
-  cfg.seed = config.seed
-  cfg.base_checkpoint = base
-  cfg.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
-  _shorten(cfg.train, config.bootstrap.critic_steps)
-  logging.info("grpo demo: training the critic in %s", critic_dir)
-  run_record.write(critic_dir, cfg)
-  critic_mode.run(cfg, critic_dir)
-  return critic_dir
-
-
-def data_dir_of(config: ml_collections.ConfigDict, workdir: str,
-                base: str) -> pathlib.Path:
-  """`data.data_dir`, else the base checkpoint's `data/` when it holds a
-  dataset, else WORKDIR/data (built when so configured)."""
-  if not config.data.data_dir:
-    candidate = pathlib.Path(base) / "data"
-    try:
-      tfds_builder.dataset_dir(candidate)
-      return candidate
-    except FileNotFoundError:
-      pass
-  return pretrain.prepare_data(config, workdir)
-
-
-def make_body(config: ml_collections.ConfigDict) -> body_model.BodyModel:
-  """The body model of `config.body`."""
-  if config.body.model == "smplh":
-    return smplh.load_smplh(config.body.smplh_npz)
-  return body_model.builtin_body()
-
-
-def make_critic(config: ml_collections.ConfigDict, path: str,
-                body: body_model.BodyModel, include_hands: bool
-                ) -> tuple[update.ScoreFn, Any]:
-  """The critic's score function and parameters; errors name the mismatch."""
-  from motiongrpo_jax.modes import critic as critic_mode  # pylint: disable=import-outside-toplevel
-  try:
-    model, params = critic_mode.load_critic(path)
-  except (FileNotFoundError, ValueError) as e:
-    raise ValueError(f"config.critic_checkpoint={path!r}: {e}") from e
-  if model.config.fps != config.data.fps:
-    raise ValueError(
-        f"config.critic_checkpoint={path!r} was trained at "
-        f"{model.config.fps} fps but config.data.fps={config.data.fps}")
-
-  def score_fn(critic_params, samples, condition, mask):
-    motion = critic_lib.motion_from_packed(samples, include_hands)
-    return critic_lib.score(model, critic_params, body, motion,
-                            condition.T_world_cpf, condition.T_cpf_tm1_cpf_t,
-                            mask)
-
-  return score_fn, params
-
-
 def _eval_batches(config, data_dir, mesh, hands: bool, limit: int) -> list[Any]:
   """Fixed held-out batches (global arrays), at most `limit` (0: all)."""
   local = mesh_lib.local_batch_size(config.eval.batch_size, mesh,
                                     "config.eval.batch_size")
+  # The eval mode's windows (its defaults: non-overlapping, a short last
+  # window dropped, as EgoAllo).
   dataset = pipeline.eval_dataset(
       data_dir, split=config.eval.split, window_len=config.data.seq_len + 1,
-      batch_size=local, shard_index=jax.process_index(),
+      batch_size=local, partial="drop", shard_index=jax.process_index(),
       shard_count=jax.process_count(), hands=hands)
   batches = []
   for batch in dataset:
     if limit and len(batches) == limit:
       break
     batches.append(mesh_lib.global_batch(
-        mesh, {k: batch[k] for k in update.BATCH_FIELDS}))
+        mesh, {k: batch[k] for k in evaluate_lib.FIELDS}))
   if not batches:
     raise ValueError(f"split {config.eval.split!r} of {data_dir} gave no "
                      f"windows of {config.data.seq_len + 1} poses")
@@ -298,41 +191,40 @@ def _eval_batches(config, data_dir, mesh, hands: bool, limit: int) -> list[Any]:
 
 
 def make_evaluator(apply_fn, static: update.UpdateConfig, config, body,
-                   packed_dim: int, score_fn, critic_params):
-  """evaluate(params, batches, key) -> {metric: (N,) per valid window}.
+                   packed_dim: int, score_fn, mesh: jax.sharding.Mesh):
+  """evaluate(params, batches, key, critic_params) -> {name: (W,)}.
 
-  Each window's value is the mean over `eval.num_samples` samples drawn from
-  fold_in(fold_in(key, batch), window) (`diagnostics.heldout_metrics`), so
-  two policies evaluated with the same key see the same noise: their
-  per-window values are paired. NaN where a window is too short for a metric
-  (jitter needs 4 valid frames).
+  The eval mode's evaluator (`eval/evaluate.py`: per-window keys, the floor
+  from the data) with the exact sampler, plus each sample's sub-rewards and
+  `reward/hybrid`; values are per-window means over `eval.num_samples`
+  samples, windows in data order. Two policies evaluated with the same key
+  see the same noise: their per-window values are paired.
   """
   # Evaluation samples with the exact sampler (no training exploration).
   exact = dataclasses.replace(static.sampler, explore_steps=0)
-  fn = jax.jit(functools.partial(
-      diagnostics.heldout_metrics, apply_fn, body=body, packed_dim=packed_dim,
-      sampler_config=exact, reward_config=static.reward,
-      num_samples=config.eval.num_samples,
-      score_fn=score_fn if static.reward.weight_vis else None))
+  critic = score_fn if static.reward.weight_vis else None
 
-  def evaluate(params, batches, key):
-    per_window: dict[str, list[np.ndarray]] = {}
-    for i, batch in enumerate(batches):
-      # Per-sequence values, split over the devices of every process.
-      values = multihost_utils.process_allgather(
-          fn(params, batch, jax.random.fold_in(key, i),
-             critic_params=critic_params), tiled=True)
-      valid = np.asarray(values.pop("valid")) > 0
-      for name, v in values.items():
-        v = np.asarray(v, np.float64)[valid]
-        per_window.setdefault(name, []).append(
-            np.where(np.isfinite(v), v, np.nan))
-    return {name: np.concatenate(v) for name, v in per_window.items()}
+  def rewards_of(x0, batch, critic_params):
+    rewards, _ = update.score_samples(x0, dict(batch), body, static.reward,
+                                      critic, critic_params)
+    out = {f"reward/{name}": r for name, r in rewards.items()}
+    out["reward/hybrid"] = rewards_lib.hybrid(rewards, static.reward)
+    return out
+
+  eval_fn = evaluate_lib.make_eval_fn(
+      apply_fn, packed_dim, body, exact, config.eval.num_samples,
+      config.data.fps, rewards_of)
+
+  def evaluate(params, batches, key, critic_params):
+    rows, _ = evaluate_lib.evaluate(eval_fn, params, batches, key, mesh,
+                                    extra_params=critic_params,
+                                    global_batches=True)
+    return evaluate_lib.window_means(rows)
 
   return evaluate
 
 
-def window_means(per_window: dict[str, np.ndarray]) -> dict[str, float]:
+def means_over_windows(per_window: dict[str, np.ndarray]) -> dict[str, float]:
   """Means over windows (finite values), and `<name>_stderr` for the table's
   metrics (std (ddof 1)/√N)."""
   out = {}
@@ -370,8 +262,8 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   Returns:
     The summary written to `WORKDIR/summary.json`.
   """
-  static = update_config(config)
-  body = make_body(config)
+  static = update.from_config(config)
+  body = body_lib.from_config(config.body)
   model, _ = checkpoints.load_denoiser(base)
   model_config = model.config
   packed_dim = model_config.packed_dim
@@ -380,12 +272,13 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   _write_model_config(workdir, model_config)
   score_fn, critic_params = None, None
   if static.reward.weight_vis > 0:
-    score_fn, critic_params = make_critic(config, critic_path, body, hands)
+    score_fn, critic_params = critic_checkpoint.load_score_fn(
+        critic_path, config.data.fps, body, hands)
     critic_params = mesh_lib.put_replicated(mesh, critic_params)
-  data_dir = data_dir_of(config, workdir, base)
+  data_dir = inputs.data_dir_of(config, workdir, base)
 
   # Data: windows of L + 1 poses.
-  train_iterator = pretrain.train_iterator(config, data_dir, mesh, hands,
+  train_iterator = inputs.train_iterator(config, data_dir, mesh, hands,
                                           seq_len=config.data.seq_len + 1)
   val_batches = _eval_batches(config, data_dir, mesh, hands,
                               config.eval.val_batches)
@@ -410,8 +303,11 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   tx = state_lib.make_optimizer(config.optimizer, total_updates,
                                 grad_cosine=True)
   base_key = jax.random.PRNGKey(config.seed)
-  train_key, val_key, eval_key = (jax.random.fold_in(base_key, s) for s in
-                                  (_TRAIN_STREAM, _VAL_STREAM, _EVAL_STREAM))
+  train_key, val_key = (jax.random.fold_in(base_key, s) for s in
+                        (_TRAIN_STREAM, _VAL_STREAM))
+  # The final table's key is the eval mode's for the same seed, so
+  # summary.json's metrics are the eval mode's on the same windows.
+  eval_key = base_key
   step = update.make_train_step(apply_fn, tx, mesh, static, body, packed_dim,
                                 score_fn, state_lib.make_schedule(
                                     config.optimizer, total_updates))
@@ -428,12 +324,12 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
     return state_lib.create(abstract_params(), tx, train_key)
 
   evaluator = make_evaluator(apply_fn, static, config, body, packed_dim,
-                             score_fn, critic_params)
+                             score_fn, mesh)
 
   def evaluate(state):
     # The parameters' moving average when the optimiser keeps one.
-    return window_means(evaluator(state_lib.averaged_params(state),
-                                  val_batches, val_key))
+    return means_over_windows(evaluator(
+        state_lib.averaged_params(state), val_batches, val_key, critic_params))
 
   logging.info("grpo %s: base %s, %d devices, data %s, G=%d, B=%d, noise %s, "
                "critic %s", config.variant, base, mesh.devices.size, data_dir,
@@ -452,10 +348,11 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   t0 = time.monotonic()
   eval_batches = _eval_batches(config, data_dir, mesh, hands,
                                config.eval.max_batches)
-  per_window = {"base": evaluator(base_params, eval_batches, eval_key),
+  per_window = {"base": evaluator(base_params, eval_batches, eval_key,
+                                  critic_params),
                 "grpo": evaluator(state_lib.averaged_params(result.state),
-                                  eval_batches, eval_key)}
-  columns = {k: window_means(v) for k, v in per_window.items()}
+                                  eval_batches, eval_key, critic_params)}
+  columns = {k: means_over_windows(v) for k, v in per_window.items()}
   changes = {name: paired.paired_change(
       per_window["base"][name], per_window["grpo"][name],
       num_resamples=config.eval.bootstrap_resamples, seed=config.seed)
@@ -484,7 +381,7 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
                  TABLE_METRICS)
   print(f"base vs GRPO on split {config.eval.split!r} after "
         f"{summary['iterations']} iterations:\n{table}", flush=True)
-  _write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
+  run_record.write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
   return summary
 
 
@@ -497,16 +394,7 @@ def _write_model_config(workdir: str, model_config) -> None:
       raise ValueError(f"{path} describes another model than the base "
                        "checkpoint's; use a new --workdir")
     return
-  _write_json(path, model_config.to_dict())
-
-
-def _write_json(path: pathlib.Path, values: dict[str, Any]) -> None:
-  if jax.process_index() != 0:
-    return
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-  tmp.replace(path)
+  run_record.write_json(path, model_config.to_dict())
 
 
 def _train_diagnostics(workdir: str) -> tuple[dict[str, float],
@@ -534,16 +422,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = mesh_lib.make_mesh()
   validate(config, mesh.devices.size)
   settings = ablation_settings(config)
-  needs_critic = _needs_critic(config, settings)
+  uses_critic = needs_critic(config, settings)
 
   # --- (2) Base policy and critic.
-  base = config.init_checkpoint or bootstrap_base(config, workdir)
+  base = config.init_checkpoint
   critic_path = None
-  if needs_critic:
-    critic_path = config.critic_checkpoint or bootstrap_critic(
-        config, workdir, base)
+  if uses_critic:
+    critic_path = config.critic_checkpoint
     # Fail now, not after the first rollout, on a critic that does not fit.
-    make_critic(config, critic_path, make_body(config), False)
+    critic_checkpoint.load_score_fn(critic_path, config.data.fps,
+                                    body_lib.from_config(config.body), False)
 
   # --- (3–4) One run, or the ablation set.
   if not settings:
@@ -576,5 +464,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           + "\n\nfirst iteration (same base, same batch):\n"
           + _table(first_columns, DIAGNOSTICS))
   print(f"ablation on {base}:\n{text}", flush=True)
-  _write_json(pathlib.Path(workdir) / ABLATION_FILE, table)
+  run_record.write_json(pathlib.Path(workdir) / ABLATION_FILE, table)
   return table

@@ -59,14 +59,15 @@ import numpy as np
 from absl import logging
 
 from motiongrpo_jax import body as body_lib
+from motiongrpo_jax import config_sections
 from motiongrpo_jax import geometry
 from motiongrpo_jax.body import skeleton
+from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model import params_io
-from motiongrpo_jax.modes import eval as eval_mode
 from motiongrpo_jax.train import checkpoints
 
 OUTPUT_FILE = "outputs.npz"
@@ -76,7 +77,6 @@ MIN_POSES = 5
 NUM_JOINTS = len(skeleton.JOINT_NAMES)  # 22: pelvis + 21 body joints
 NUM_HAND_JOINTS_PER_SIDE = 15
 # A critic training workdir holds this file (modes/critic.py).
-_CRITIC_CONFIG_FILE = "critic_config.json"
 # Relative tolerance on the frame spacing of npz timestamps.
 _FPS_TOLERANCE = 0.1
 
@@ -147,7 +147,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.render.stride={render.stride}, "
                      f"config.render.size={render.size}: expected stride >= 1 "
                      "and size >= 64")
-  eval_mode.sampler_config(config)
+  body_lib.check_config(config.body)
+  config_sections.to_dataclass(
+      sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
 
 
 def check_denoiser_checkpoint(path: str) -> str:
@@ -169,10 +171,10 @@ def check_denoiser_checkpoint(path: str) -> str:
   except (FileNotFoundError, ValueError) as e:
     raise type(e)(f"config.checkpoint={path!r}: {e}") from e
   workdir = p if kind == "workdir" else p.parent.parent
-  if kind in ("workdir", "step") and (workdir / _CRITIC_CONFIG_FILE).is_file():
+  if kind in ("workdir", "step") and (workdir / critic_checkpoint.CONFIG_FILE).is_file():
     raise ValueError(
         f"config.checkpoint={path!r} is a critic checkpoint ({workdir} holds "
-        f"{_CRITIC_CONFIG_FILE}); inference needs a denoiser: a pretrain or "
+        f"{critic_checkpoint.CONFIG_FILE}); inference needs a denoiser: a pretrain or "
         "GRPO workdir, a checkpoint step directory, a model directory or an "
         "EgoAllo checkpoint directory")
   if kind in ("workdir", "step") and not (workdir / params_io.CONFIG_FILE).is_file():
@@ -306,7 +308,7 @@ def pose_samples(x0: jax.Array, Ts_world_cpf: jax.Array,
   """EgoAllo's output fields of packed samples, posed on the input CPF.
 
   Rotations are projected onto SO(3) (det +1); the pelvis is the pose that
-  puts the posed body's CPF at `Ts_world_cpf` (as `grpo/rewards.pose_sample`).
+  puts the posed body's CPF at `Ts_world_cpf` (as `grpo/posing.pose_sample`).
 
   Args:
     x0: (S, T, d) packed samples (d 226 or 496).
@@ -397,7 +399,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t0 = time.time()
   # --- (1) Config and checkpoint kind (cheap checks first).
   validate(config)
-  sampler = eval_mode.sampler_config(config)
+  sampler = config_sections.to_dataclass(
+      sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
   kind = check_denoiser_checkpoint(config.checkpoint)
 
   # --- (2) Input.
@@ -411,8 +414,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   num_frames = len(trajectory.Ts_world_cpf) - 1
 
   # --- (3) Model, body; sample and pose.
-  model, params = eval_mode.load_model(config.checkpoint)
-  body = eval_mode.load_body(config.body_model)
+  model, params = checkpoints.load_denoiser_option(
+      config.checkpoint, "config.checkpoint")
+  body = body_lib.from_config(config.body)
   logging.info("infer: %s (%d frames, floor z %.3f from %s), %s, %d sample(s)",
                trajectory.source, num_frames, trajectory.floor_z,
                trajectory.floor_source, config.checkpoint, config.num_samples)
@@ -438,7 +442,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "floor_z": trajectory.floor_z,
       "floor_source": trajectory.floor_source,
       "include_hands": bool(model.config.include_hands),
-      "body_model": config.body_model or "builtin",
+      "body": config.body.to_dict(),
       "seed": config.seed,
       "sampler": {k: config.sampler[k] for k in config.sampler},
       "sample_seconds": round(sample_seconds, 2),

@@ -54,7 +54,7 @@ from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update as update_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
-from motiongrpo_jax.tools import bench
+from motiongrpo_jax.tools import bench_lib
 from motiongrpo_jax.tools import bench_train
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import state as state_lib
@@ -62,8 +62,6 @@ from motiongrpo_jax.train import state as state_lib
 
 def grpo_setup(size: str) -> tuple[Any, update_lib.UpdateConfig, int, int]:
   """(config, UpdateConfig, default batch, seq_len) of a size."""
-  # pylint: disable=g-import-not-at-top
-  from motiongrpo_jax.modes import grpo as grpo_mode
   config = bench_train.load_config("grpo",
                                    "amass" if size == "default" else "demo")
   with config.unlocked():
@@ -79,7 +77,7 @@ def grpo_setup(size: str) -> tuple[Any, update_lib.UpdateConfig, int, int]:
   if size == "default":
     with config.unlocked():
       config.data.batch_size = 1
-  return (config, grpo_mode.update_config(config), config.data.batch_size,
+  return (config, update_lib.from_config(config), config.data.batch_size,
           config.data.seq_len)
 
 
@@ -160,7 +158,7 @@ def examples_of(out: group_sampler.GroupRollout, advantages: jax.Array,
           flat(out.log_probs)[:, steps], flat(advantages))
 
 
-def _update_flops(program: bench.Program, opt_flops: float,
+def _update_flops(program: bench_lib.Program, opt_flops: float,
                   num_steps: int) -> float:
   return num_steps * max(program.flops - opt_flops, 0.0) + opt_flops
 
@@ -194,12 +192,12 @@ class Setup:
 
   def optimizer_flops(self) -> float:
     if self._opt_flops is None:
-      self._opt_flops = bench.compile_program(
+      self._opt_flops = bench_lib.compile_program(
           self.phases.optimizer, self.state, self.params).flops
     return self._opt_flops
 
   def run_rollout(self, repeats: int, warmup: bool = True):
-    program = bench.compile_program(self.phases.rollout, self.params,
+    program = bench_lib.compile_program(self.phases.rollout, self.params,
                                     self.batch, self.key)
     timing = _time(lambda: program.compiled(self.params, self.batch,
                                             self.key), repeats, warmup)
@@ -207,13 +205,13 @@ class Setup:
     return program, timing, out
 
   def run_rewards(self, samples, repeats: int, warmup: bool = True):
-    program = bench.compile_program(self.phases.rewards, samples, self.batch)
+    program = bench_lib.compile_program(self.phases.rewards, samples, self.batch)
     timing = _time(lambda: program.compiled(samples, self.batch), repeats,
                    warmup)
     return program, timing, program.compiled(samples, self.batch)
 
   def run_update(self, examples, steps, repeats: int, warmup: bool = True):
-    program = bench.compile_program(self.phases.update, self.state, examples,
+    program = bench_lib.compile_program(self.phases.update, self.state, examples,
                                     steps)
     timing = _time(lambda: program.compiled(self.state, examples, steps),
                    repeats, warmup)
@@ -222,8 +220,8 @@ class Setup:
 
 def _time(fn, repeats: int, warmup: bool) -> dict[str, float]:
   if warmup:
-    return bench.time_calls(fn, repeats)
-  timed = bench._timed(fn, repeats)  # pylint: disable=protected-access
+    return bench_lib.time_calls(fn, repeats)
+  timed = bench_lib.timed(fn, repeats)
   walls = [w for w, _ in timed]
   return {"best_s": min(walls), "median_s": float(np.median(walls)),
           "cpu_s": min(c for _, c in timed)}
@@ -233,7 +231,7 @@ def _time(fn, repeats: int, warmup: bool) -> dict[str, float]:
 
 
 def _grpo_arguments(parser: argparse.ArgumentParser) -> None:
-  bench.size_argument(parser)
+  bench_lib.size_argument(parser)
   parser.add_argument("--batch", type=int, default=0,
                       help="head trajectories B (0: tiny 2, demo 8, "
                       "default 1).")
@@ -249,7 +247,7 @@ def _grpo_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0)
 
 
-@bench.subcommand("grpo_step", "One GRPO iteration (rollout, rewards, "
+@bench_lib.subcommand("grpo_step", "One GRPO iteration (rollout, rewards, "
                   "update), fused and phase by phase.", _grpo_arguments)
 def bench_grpo_step(args: argparse.Namespace) -> dict[str, Any]:
   _, config, batch_size, seq_len = grpo_setup(args.size)
@@ -260,8 +258,8 @@ def bench_grpo_step(args: argparse.Namespace) -> dict[str, Any]:
   group = config.group.group_size
   setup = Setup(args.size, config, batch_size, seq_len, args.seed)
   warmup = bool(args.warmup)
-  load = bench.load_average()
-  peak = bench.peak_fields(args.size)
+  load = bench_lib.load_average()
+  peak = bench_lib.peak_fields(args.size)
   peak_gflops = peak["peak_gflops"]
   num_steps = config.sampler.num_steps
 
@@ -292,20 +290,20 @@ def bench_grpo_step(args: argparse.Namespace) -> dict[str, Any]:
                             "rewards": w_time["cpu_s"],
                             "update": u_time["cpu_s"]},
       "phase_fraction_of_peak_cpu": {
-          "rollout": bench.cpu_fraction(rollout_flops, r_time["cpu_s"], peak),
-          "rewards": bench.cpu_fraction(w_prog.flops, w_time["cpu_s"], peak),
-          "update": bench.cpu_fraction(update_flops, u_time["cpu_s"], peak)},
+          "rollout": bench_lib.cpu_fraction(rollout_flops, r_time["cpu_s"], peak),
+          "rewards": bench_lib.cpu_fraction(w_prog.flops, w_time["cpu_s"], peak),
+          "update": bench_lib.cpu_fraction(update_flops, u_time["cpu_s"], peak)},
       "phase_seconds_median": {"rollout": r_time["median_s"],
                                "rewards": w_time["median_s"],
                                "update": u_time["median_s"]},
       "phase_flops": {"rollout": rollout_flops, "rewards": w_prog.flops,
                       "update": update_flops},
       "phase_fraction_of_peak": {
-          "rollout": bench.rate_fields(rollout_flops, r_time["best_s"],
+          "rollout": bench_lib.rate_fields(rollout_flops, r_time["best_s"],
                                        peak_gflops)["fraction_of_peak"],
-          "rewards": bench.rate_fields(w_prog.flops, w_time["best_s"],
+          "rewards": bench_lib.rate_fields(w_prog.flops, w_time["best_s"],
                                        peak_gflops)["fraction_of_peak"],
-          "update": bench.rate_fields(update_flops, u_time["best_s"],
+          "update": bench_lib.rate_fields(update_flops, u_time["best_s"],
                                       peak_gflops)["fraction_of_peak"]},
       "phase_compile_s": {"rollout": r_prog.compile_s,
                           "rewards": w_prog.compile_s,
@@ -324,7 +322,7 @@ def bench_grpo_step(args: argparse.Namespace) -> dict[str, Any]:
     step = update_lib.make_train_step(setup.apply_fn, setup.tx,
                                       mesh_lib.make_mesh(jax.devices()[:1]),
                                       config, setup.body, setup.dim)
-    f_prog = bench.compile_program(step.jitted, setup.state, setup.batch,
+    f_prog = bench_lib.compile_program(step.jitted, setup.state, setup.batch,
                                    None, None)
     holder = [jax.tree.map(jnp.copy, setup.state)]
 
@@ -344,14 +342,14 @@ def bench_grpo_step(args: argparse.Namespace) -> dict[str, Any]:
       "iterations_per_s": 1.0 / seconds,
       "samples_per_s": num_samples / seconds,
       "frames_per_s": num_samples * seq_len / seconds,
-      **bench.rate_fields(total_flops, seconds, peak_gflops),
-      "fraction_of_peak_cpu": bench.cpu_fraction(total_flops, cpu_s, peak),
+      **bench_lib.rate_fields(total_flops, seconds, peak_gflops),
+      "fraction_of_peak_cpu": bench_lib.cpu_fraction(total_flops, cpu_s, peak),
       **peak,
       "compile_s": sum(p.compile_s for p in (r_prog, w_prog, u_prog)),
       **u_prog.memory,
-      "peak_rss_bytes": bench.peak_rss_bytes(),
-      "load_average_1m": load, "load_average_1m_after": bench.load_average(),
-      **bench.environment()})
+      "peak_rss_bytes": bench_lib.peak_rss_bytes(),
+      "load_average_1m": load, "load_average_1m_after": bench_lib.load_average(),
+      **bench_lib.environment()})
   return result
 
 
@@ -378,7 +376,7 @@ def line_fit(x, y) -> dict[str, float]:
 
 
 def _scaling_arguments(parser: argparse.ArgumentParser) -> None:
-  bench.size_argument(parser)
+  bench_lib.size_argument(parser)
   parser.add_argument("--what", choices=tuple(SWEEPS), required=True)
   parser.add_argument("--points", default="",
                       help="comma-separated values (default: the sweep's).")
@@ -386,7 +384,7 @@ def _scaling_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0)
 
 
-@bench.subcommand("scaling", "Time and memory vs sequence length, group "
+@bench_lib.subcommand("scaling", "Time and memory vs sequence length, group "
                   "size or trained steps (demo model, B = 1).",
                   _scaling_arguments)
 def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
@@ -394,7 +392,7 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
   sweeps = TINY_SWEEPS if args.size == "tiny" else SWEEPS
   points = ([int(p) for p in args.points.split(",")] if args.points
             else list(sweeps[args.what]))
-  load = bench.load_average()
+  load = bench_lib.load_average()
   rows = []
   for value in points:
     seq_len, group, k = base_len, 4 if args.size != "tiny" else 2, 4
@@ -432,12 +430,12 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
                   f"update_xla_temp_bytes{tag}": u_prog.memory.get(
                       "xla_temp_bytes"),
                   f"update_flops_counted{tag}": u_prog.flops})
-    row["peak_rss_bytes"] = bench.peak_rss_bytes()
+    row["peak_rss_bytes"] = bench_lib.peak_rss_bytes()
     rows.append(row)
   result = {"benchmark": "scaling", "what": args.what, "size": args.size,
             "batch": 1, "points": rows}
   if args.size != "tiny":
-    result.update(bench.peak_fields(args.size))
+    result.update(bench_lib.peak_fields(args.size))
   xs = [r[args.what] for r in rows]
   if len(xs) >= 2:
     # Lines of time (wall and CPU seconds; CPU is robust to other jobs on
@@ -452,7 +450,7 @@ def bench_scaling(args: argparse.Namespace) -> dict[str, Any]:
       if all(v is not None for v in values):
         result[f"fit_{name}"] = line_fit(xs, values)
   result.update({"load_average_1m": load,
-                 "load_average_1m_after": bench.load_average(),
-                 "peak_rss_bytes": bench.peak_rss_bytes(),
-                 **bench.environment()})
+                 "load_average_1m_after": bench_lib.load_average(),
+                 "peak_rss_bytes": bench_lib.peak_rss_bytes(),
+                 **bench_lib.environment()})
   return result

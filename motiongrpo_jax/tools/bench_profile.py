@@ -38,7 +38,7 @@ from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import packing
-from motiongrpo_jax.tools import bench
+from motiongrpo_jax.tools import bench_lib
 from motiongrpo_jax.tools import bench_train
 from motiongrpo_jax.train import state as state_lib
 
@@ -49,7 +49,7 @@ _SHAPES = {"tiny": (4, 8), "demo": (64, 32), "default": (8, 128)}
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-  bench.size_argument(parser)
+  bench_lib.size_argument(parser)
   parser.add_argument("--rows", type=int, default=0,
                       help="sequences N per call (0: tiny 4, demo 64, "
                       "default 8).")
@@ -88,8 +88,8 @@ def _project_polar(x: jax.Array) -> jax.Array:
 
 def _measure(fn, args: tuple, repeats: int) -> dict[str, float]:
   jitted = jax.jit(fn)
-  program = bench.compile_program(jitted, *args)
-  timing = bench.time_calls(lambda: program.compiled(*args), repeats)
+  program = bench_lib.compile_program(jitted, *args)
+  timing = bench_lib.time_calls(lambda: program.compiled(*args), repeats)
   return {"seconds": timing["best_s"], "cpu_seconds": timing["cpu_s"],
           "flops": program.flops, "compile_s": program.compile_s}
 
@@ -110,7 +110,7 @@ def _polar_accuracy(matrices: jax.Array) -> dict[str, float]:
           "num_matrices": int(np.prod(matrices.shape[:-2]))}
 
 
-@bench.subcommand("profile", "Time split of a sampler step and a GRPO "
+@bench_lib.subcommand("profile", "Time split of a sampler step and a GRPO "
                   "update; SVD vs Newton polar projection.", _arguments)
 def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
   rows, seq_len = _SHAPES[args.size]
@@ -130,8 +130,8 @@ def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
   mask = jnp.ones((rows, seq_len), bool)
   key = jax.random.key(args.seed)
   x = jax.random.normal(key, (rows, seq_len, dim), jnp.float32)
-  load = bench.load_average()
-  peak = bench.peak_fields(args.size)
+  load = bench_lib.load_average()
+  peak = bench_lib.peak_fields(args.size)
   peak_gflops = peak["peak_gflops"]
   no_proj = dataclasses.replace(config, project_body_rotmats=False)
 
@@ -149,7 +149,7 @@ def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
     result["sampler_step"] = _sampler_split(
         apply_fn, params, x, x0, cond, key, mask, consts, config, no_proj,
         dim, peak_gflops, args.repeats)
-    result.update(bench.rate_fields(
+    result.update(bench_lib.rate_fields(
         result["sampler_step"]["step"]["flops"],
         result["sampler_step"]["step"]["seconds"], peak_gflops))
   if "update" in parts:
@@ -162,10 +162,10 @@ def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
   if args.trace_dir:
     _trace(args.trace_dir, apply_fn, params, x, cond, key, mask, consts,
            config)
-  result.update({**peak, "peak_rss_bytes": bench.peak_rss_bytes(),
+  result.update({**peak, "peak_rss_bytes": bench_lib.peak_rss_bytes(),
                  "load_average_1m": load,
-                 "load_average_1m_after": bench.load_average(),
-                 **bench.environment()})
+                 "load_average_1m_after": bench_lib.load_average(),
+                 **bench_lib.environment()})
   return result
 
 
@@ -190,10 +190,10 @@ def _sampler_split(apply_fn, params, x, x0, cond, key, mask, consts, config,
       "fraction_network": network["seconds"] / step["seconds"],
       "fraction_svd": svd["seconds"] / step["seconds"],
       "fraction_rest": rest_s / step["seconds"],
-      "network_fraction_of_peak": bench.rate_fields(
+      "network_fraction_of_peak": bench_lib.rate_fields(
           network["flops"], network["seconds"], peak_gflops)[
               "fraction_of_peak"],
-      "step_fraction_of_peak": bench.rate_fields(
+      "step_fraction_of_peak": bench_lib.rate_fields(
           step["flops"], step["seconds"], peak_gflops)["fraction_of_peak"],
       "step_seconds_with_polar_estimate":
           step["seconds"] - svd["seconds"] + polar["seconds"],
@@ -231,7 +231,7 @@ def _update_split(apply_fn, params, cond, key, mask, config, rows, seq_len,
   for part in (forward, grad_remat, grad_plain):
     # The scan over K steps is counted once by XLA.
     part["flops"] *= k
-    part["fraction_of_peak"] = bench.rate_fields(
+    part["fraction_of_peak"] = bench_lib.rate_fields(
         part["flops"], part["seconds"], peak_gflops)["fraction_of_peak"]
   update_split = {
       "trained_steps": k, "forward": forward,

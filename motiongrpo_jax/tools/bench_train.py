@@ -28,12 +28,17 @@ import jax.numpy as jnp
 import jaxlie
 import numpy as np
 
+from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import config_sections
 from motiongrpo_jax import geometry
 from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.critic import model as critic_lib
+from motiongrpo_jax.critic import training as critic_training
+from motiongrpo_jax.diffusion import loss as loss_lib
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
-from motiongrpo_jax.tools import bench
+from motiongrpo_jax.tools import bench_lib
+from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import state as state_lib
 
@@ -116,7 +121,7 @@ def synthetic_batch(batch: int, num_frames: int, hands: bool,
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-  bench.size_argument(parser)
+  bench_lib.size_argument(parser)
   parser.add_argument("--batch", type=int, default=0,
                       help="sequences per step (0: the size's default: tiny "
                       "2, demo the demo config's, default 8 (pretrain) / 2 "
@@ -149,9 +154,9 @@ def _step_runner(step, state, batch):
   return run
 
 
-def _common(args, program: bench.Program, timing: dict[str, float],
+def _common(args, program: bench_lib.Program, timing: dict[str, float],
             batch: int, frames: int) -> dict[str, Any]:
-  peak = bench.peak_fields(args.size)
+  peak = bench_lib.peak_fields(args.size)
   return {
       "size": args.size, "batch": batch, "seq_len": frames,
       "steps_per_s": 1.0 / timing["best_s"],
@@ -161,21 +166,19 @@ def _common(args, program: bench.Program, timing: dict[str, float],
       "seconds_per_step_median": timing["median_s"],
       "cpu_seconds_per_step": timing["cpu_s"],
       "flops_per_step": program.flops,
-      **bench.rate_fields(program.flops, timing["best_s"], peak["peak_gflops"]),
-      "fraction_of_peak_cpu": bench.cpu_fraction(program.flops,
+      **bench_lib.rate_fields(program.flops, timing["best_s"], peak["peak_gflops"]),
+      "fraction_of_peak_cpu": bench_lib.cpu_fraction(program.flops,
                                                  timing["cpu_s"], peak),
       **peak,
       "compile_s": program.compile_s,
       **program.memory,
-      "peak_rss_bytes": bench.peak_rss_bytes(),
+      "peak_rss_bytes": bench_lib.peak_rss_bytes(),
   }
 
 
-@bench.subcommand("pretrain_step", "One pretraining step (EgoAllo's loss, "
+@bench_lib.subcommand("pretrain_step", "One pretraining step (EgoAllo's loss, "
                   "AdamW) of the data-parallel train step.", _arguments)
 def bench_pretrain_step(args: argparse.Namespace) -> dict[str, Any]:
-  # pylint: disable=g-import-not-at-top
-  from motiongrpo_jax.modes import pretrain
   config = load_config("pretrain", "amass" if args.size == "default" else
                        "demo")
   batch_size, seq_len = _shape(args, config, 8)
@@ -184,8 +187,8 @@ def bench_pretrain_step(args: argparse.Namespace) -> dict[str, Any]:
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   tx = state_lib.make_optimizer(config.optimizer)
   step = mesh_lib.make_train_step(
-      pretrain.make_loss_fn(model, pretrain.loss_config(config),
-                            config.loss.cond_dropout_prob),
+      denoiser_loss.make_loss_fn(model, config_sections.to_dataclass(
+          loss_lib.LossConfig, config.loss, "loss")),
       tx, mesh, state_lib.make_schedule(config.optimizer))
   params = init_denoiser(model, args.seed)
   state = state_lib.create(params, tx, jax.random.PRNGKey(args.seed))
@@ -194,24 +197,21 @@ def bench_pretrain_step(args: argparse.Namespace) -> dict[str, Any]:
   data = synthetic_batch(batch_size, seq_len, hands, seed=args.seed)
   batch = mesh_lib.global_batch(mesh, {k: data[k] for k in fields
                                        if k in data})
-  load = bench.load_average()
-  program = bench.compile_program(step, state, batch)
-  timing = bench.time_calls(_step_runner(program.compiled, state, batch),
+  load = bench_lib.load_average()
+  program = bench_lib.compile_program(step, state, batch)
+  timing = bench_lib.time_calls(_step_runner(program.compiled, state, batch),
                             args.repeats)
   return {"benchmark": "pretrain_step", "num_params": num_params(params),
           "include_hands": hands,
           **_common(args, program, timing, batch_size, seq_len),
           "load_average_1m": load, "load_average_1m_after":
-          bench.load_average(), **bench.environment()}
+          bench_lib.load_average(), **bench_lib.environment()}
 
 
-@bench.subcommand("critic_step", "One critic step: base-policy negatives "
+@bench_lib.subcommand("critic_step", "One critic step: base-policy negatives "
                   "(rollouts + perturbations) and the InfoNCE update.",
                   _arguments)
 def bench_critic_step(args: argparse.Namespace) -> dict[str, Any]:
-  # pylint: disable=g-import-not-at-top
-  from motiongrpo_jax.model import critic as critic_lib
-  from motiongrpo_jax.modes import critic as critic_mode
   config = load_config("critic", "amass" if args.size == "default" else
                        "demo")
   with config.unlocked():
@@ -227,14 +227,14 @@ def bench_critic_step(args: argparse.Namespace) -> dict[str, Any]:
   base = denoiser_lib.Denoiser(denoiser_for(args.size))
   hands = base.config.include_hands
   base_params = init_denoiser(base, args.seed)
-  body = critic_mode.make_body(config)
-  model = critic_lib.Critic(critic_mode.critic_config(config))
+  body = body_lib.from_config(config.body)
+  model = critic_lib.Critic(critic_training.critic_config(config))
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   tx = state_lib.make_optimizer(config.optimizer)
-  candidates = jax.jit(critic_mode.make_candidates_fn(
+  candidates = jax.jit(critic_training.make_candidates_fn(
       sampler_lib.model_apply_fn(base), config, hands))
   update = mesh_lib.make_train_step(
-      critic_mode.make_loss_fn(model, body, config), tx, mesh,
+      critic_training.make_loss_fn(model, body, config), tx, mesh,
       state_lib.make_schedule(config.optimizer))
   params = critic_lib.init_params(model, jax.random.key(args.seed))
   state = state_lib.create(params, tx, jax.random.PRNGKey(args.seed))
@@ -243,27 +243,27 @@ def bench_critic_step(args: argparse.Namespace) -> dict[str, Any]:
   data = synthetic_batch(batch_size, seq_len, False, body, seed=args.seed)
   batch = mesh_lib.global_batch(mesh, {k: data[k] for k in fields})
   key = jax.random.key(args.seed + 1)
-  load = bench.load_average()
+  load = bench_lib.load_average()
 
   # (1) Negatives: FLOPs = the program's + (S − 1) sampler steps (the scan).
-  cand_program = bench.compile_program(candidates, base_params, batch, key)
+  cand_program = bench_lib.compile_program(candidates, base_params, batch, key)
   rows = batch_size * config.objective.base_samples
-  sampling = critic_mode.sampler_config(config, return_x0=True)
+  sampling = critic_training.sampler_config(config, return_x0=True)
   step_flops = 0.0
   if rows:
     step_flops = _sampler_step_flops(base, sampling, base_params, rows,
                                      seq_len)
   cand_flops = cand_program.flops + (sampling.num_steps - 1) * step_flops
-  cand_timing = bench.time_calls(
+  cand_timing = bench_lib.time_calls(
       lambda: cand_program.compiled(base_params, batch, key), args.repeats)
   extra = cand_program.compiled(base_params, batch, key)
   full_batch = {**batch, **extra}
 
   # (2) The InfoNCE update.
-  program = bench.compile_program(update, state, full_batch)
-  timing = bench.time_calls(_step_runner(program.compiled, state, full_batch),
+  program = bench_lib.compile_program(update, state, full_batch)
+  timing = bench_lib.time_calls(_step_runner(program.compiled, state, full_batch),
                             args.repeats)
-  peak = bench.peak_fields(args.size)["peak_gflops"]
+  peak = bench_lib.peak_fields(args.size)["peak_gflops"]
   total_s = cand_timing["best_s"] + timing["best_s"]
   total_flops = cand_flops + program.flops
   result = {"benchmark": "critic_step", "num_params": num_params(params),
@@ -276,14 +276,14 @@ def bench_critic_step(args: argparse.Namespace) -> dict[str, Any]:
             "negatives_seconds": cand_timing["best_s"],
             "negatives_flops": cand_flops,
             "negatives_compile_s": cand_program.compile_s,
-            **bench.rate_fields(cand_flops, cand_timing["best_s"], peak,
+            **bench_lib.rate_fields(cand_flops, cand_timing["best_s"], peak,
                                 "negatives_"),
             "total_seconds_per_step": total_s,
             "total_flops_per_step": total_flops,
-            **bench.rate_fields(total_flops, total_s, peak, "total_"),
+            **bench_lib.rate_fields(total_flops, total_s, peak, "total_"),
             "load_average_1m": load,
-            "load_average_1m_after": bench.load_average(),
-            **bench.environment()}
+            "load_average_1m_after": bench_lib.load_average(),
+            **bench_lib.environment()}
   # The headline rate is the update's; `total_` adds the negatives.
   result["steps_per_s_with_negatives"] = 1.0 / total_s
   return result
@@ -301,4 +301,4 @@ def _sampler_step_flops(model, config: sampler_lib.SamplerConfig, params,
   step = jax.jit(lambda p, x, c: sampler_lib.sampler_step(
       apply_fn, p, x, consts, c, noise=jnp.zeros_like(x),
       mask=jnp.ones(x.shape[:2], bool), config=config).x_next)
-  return bench.compiled_flops(step.lower(params, x, cond).compile())
+  return bench_lib.compiled_flops(step.lower(params, x, cond).compile())

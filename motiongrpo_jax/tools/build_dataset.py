@@ -13,7 +13,7 @@ importer module joins the registry in one of two ways:
 
 * define `records_from_flags(flag_values) -> Iterable[SequenceRecord]` in
   `motiongrpo_jax/data/<name>.py` for a name listed in `_IMPORTERS` below
-  (amass, egoallo_hdf5, bvh are listed already; the module is imported only
+  (amass, egoallo_hdf5, bvh → retarget are listed already; the module is imported only
   when its source is chosen), or
 * call `register_source(name, fn)` from code that runs before `main`.
 
@@ -84,7 +84,7 @@ def _importer(module: str) -> SourceFn:
 _IMPORTERS = {
     "amass": "motiongrpo_jax.data.amass",
     "egoallo_hdf5": "motiongrpo_jax.data.egoallo_hdf5",
-    "bvh": "motiongrpo_jax.data.bvh",
+    "bvh": "motiongrpo_jax.data.retarget",
 }
 
 SOURCES: dict[str, SourceFn] = {"synthetic": _synthetic}

@@ -6,9 +6,9 @@
         [--resample_draws=M] [--num_eval_batches=E] [--sections=…]
 
 Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
-(`modes/grpo.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
+(`train/inputs.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
 and measures, with the config's group / sampler / reward options
-(`modes/grpo.update_config`), on the base policy θ (nothing is trained):
+(`grpo/update.from_config`), on the base policy θ (nothing is trained):
 
 1. gradient: policy-gradient signal per trained sampler step (σ_k > 0). On
    each of `--num_batches` training batches (B head trajectories), two
@@ -52,7 +52,7 @@ and measures, with the config's group / sampler / reward options
    meanG-vs-single in % of single (negative = better than one sample).
    Means over valid windows (filler windows of the last batch excluded).
 4. critic (only with `reward.weight_vis` > 0 and `config.critic_checkpoint`;
-   `modes/grpo.make_critic`): on the training batches, one group per
+   `critic/checkpoint.load_score_fn`): on the training batches, one group per
    trajectory, the within-group Spearman ρ between the critic score s and
    −MPJPE, mean over groups (groups with a constant score are left out and
    counted), for plain samples (condition noise "none") and for samples with
@@ -76,7 +76,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, NamedTuple
@@ -86,10 +85,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.diffusion import sampler as sampler_lib
-from motiongrpo_jax.eval import critic_eval
+from motiongrpo_jax.critic import evaluation as critic_eval
 from motiongrpo_jax.eval import metrics as metrics_lib
+from motiongrpo_jax.eval import posing
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
@@ -157,7 +158,7 @@ class Probe:
 
   Args:
     apply_fn: the denoiser (`sampler.ApplyFn`).
-    config: the GRPO static options (`modes/grpo.update_config`).
+    config: the GRPO static options (`grpo/update.from_config`).
     body: the body model.
     packed_dim: d.
     score_fn: the critic (`update.ScoreFn`) or None.
@@ -352,7 +353,7 @@ class Probe:
     samples = out.xs[-1].reshape(num_seq, group, seq_len, self.packed_dim)
     T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
                                    samples.shape[:3] + (7,))
-    joints = rewards_lib.pose_sample(samples, T_world_cpf, self.body).joints
+    joints = posing.pose_sample(samples, T_world_cpf, self.body).joints
     gt = update.ground_truth(dict(batch), self.body).joints
     valid = jnp.any(mask, axis=-1)
     safe = mask | ~valid[:, None]
@@ -571,10 +572,10 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     The report (module docstring).
   """
   # pylint: disable=g-import-not-at-top
+  from motiongrpo_jax.critic import checkpoint as critic_checkpoint
   from motiongrpo_jax.data import pipeline
-  from motiongrpo_jax.modes import grpo as grpo_mode
-  from motiongrpo_jax.modes import pretrain
   from motiongrpo_jax.train import checkpoints
+  from motiongrpo_jax.train import inputs
   from motiongrpo_jax.train import mesh as mesh_lib
   # pylint: enable=g-import-not-at-top
   t_start = time.monotonic()
@@ -588,10 +589,9 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
                      "or an EgoAllo checkpoint)")
   if num_batches < 1:
     raise ValueError(f"--num_batches={num_batches}: expected >= 1")
-  static = grpo_mode.update_config(config)
-  static.validate()
+  static = update.from_config(config)
   base = config.init_checkpoint
-  body = grpo_mode.make_body(config)
+  body = body_lib.from_config(config.body)
   model, params = checkpoints.load_denoiser(base)
   packed_dim = model.config.packed_dim
   hands = model.config.include_hands
@@ -602,18 +602,18 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     if not critic_path:
       raise ValueError("reward.weight_vis > 0 needs --config.critic_checkpoint"
                        " (or set --config.reward.weight_vis=0)")
-    score_fn, critic_params = grpo_mode.make_critic(config, critic_path, body,
-                                                    hands)
+    score_fn, critic_params = critic_checkpoint.load_score_fn(
+        critic_path, config.data.fps, body, hands)
   probe = Probe(apply_fn, static, body, packed_dim, score_fn, critic_params,
                 resample_draws=resample_draws,
                 num_microbatches=static.num_microbatches)
-  data_dir = grpo_mode.data_dir_of(config, data_workdir or base, base)
+  data_dir = inputs.data_dir_of(config, data_workdir or base, base)
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   fields = update.BATCH_FIELDS
   batches = []
   if any(s in sections for s in ("gradient", "resample", "critic")):
-    iterator = pretrain.train_iterator(config, str(data_dir), mesh, hands,
-                                       seq_len=config.data.seq_len + 1)
+    iterator = inputs.train_iterator(config, str(data_dir), mesh, hands,
+                                     seq_len=config.data.seq_len + 1)
     for _ in range(num_batches):
       batch = next(iterator)
       batches.append({k: jnp.asarray(batch[k]) for k in fields})

@@ -300,3 +300,15 @@ def load_denoiser(path: str | pathlib.Path
   target = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), target)
   return denoiser_lib.Denoiser(config), _params_from_step_dir(step_dir, target)
+
+
+def load_denoiser_option(path: str, option: str
+                         ) -> tuple[denoiser_lib.Denoiser, Any]:
+  """`load_denoiser` with errors naming the config option that gave `path`."""
+  try:
+    return load_denoiser(path)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{option}={path!r}: {e}") from e
+  except Exception as e:  # Orbax and safetensors raise many types.
+    raise ValueError(f"{option}={path!r}: cannot load a model "
+                     f"({type(e).__name__}: {e})") from e

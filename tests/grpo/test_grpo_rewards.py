@@ -11,6 +11,7 @@ import pytest
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import geometry
+from motiongrpo_jax.eval import posing
 from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.model import packing
 
@@ -105,11 +106,11 @@ def test_identical_motion_has_zero_error_and_root_from_cpf():
   """A packed ground truth, rooted from its own CPF, reproduces its joints."""
   body = body_lib.builtin_body()
   betas, T_world_root, quats = _motion()
-  gt = rewards.pose_ground_truth(betas, T_world_root, quats, body)
+  gt = posing.pose_ground_truth(betas, T_world_root, quats, body)
   T_world_cpf = body.T_world_cpf(betas, T_world_root, quats)
   x0 = packing.pack(betas[None], geometry.quat_to_matrix(quats),
                     jnp.zeros((6, 21)))
-  pred = rewards.pose_sample(x0, T_world_cpf, body)
+  pred = posing.pose_sample(x0, T_world_cpf, body)
   np.testing.assert_allclose(pred.joints, gt.joints, atol=2e-5)
   errors = rewards.joint_errors(pred, gt, None, CONFIG)
   relative = [n for n in rewards.JOINT_REWARD_NAMES if n != "skate"]
@@ -130,7 +131,7 @@ def _posed_feet(slide_per_frame, frames=5, foot_height=0.0):
   joints[:, 3, 2] = 0.0  # spine1 sets the floor at 0
   joints[:, feet, 0] = np.arange(frames)[:, None] * slide_per_frame
   rotmats = jnp.broadcast_to(jnp.eye(3), (frames, 21, 3, 3))
-  return rewards.PosedMotion(body_rotmats=rotmats, joints=jnp.asarray(joints))
+  return posing.PosedMotion(body_rotmats=rotmats, joints=jnp.asarray(joints))
 
 
 def test_skate_error_is_the_samples_foot_skate_per_second():
@@ -164,7 +165,7 @@ def test_skate_error_is_the_samples_foot_skate_per_second():
 def test_joint_errors_by_hand():
   body = body_lib.builtin_body()
   betas, T_world_root, quats = _motion(frames=5)
-  gt = rewards.pose_ground_truth(betas, T_world_root, quats, body)
+  gt = posing.pose_ground_truth(betas, T_world_root, quats, body)
   # Shift every joint by a drift 0.02·t m along x plus 0.1 m: position error
   # 0.1 + 0.02·t, Procrustes error 0, velocity error 0.02·fps = 0.6 m/s.
   t = jnp.arange(5, dtype=jnp.float32)[:, None, None]
@@ -173,7 +174,7 @@ def test_joint_errors_by_hand():
   theta = 0.3
   rot_z = geometry.quat_to_matrix(jaxlie.SO3.from_z_radians(theta).wxyz)
   pred_rot = gt.body_rotmats.at[:, 3].set(gt.body_rotmats[:, 3] @ rot_z)
-  pred = rewards.PosedMotion(body_rotmats=pred_rot, joints=gt.joints + shift)
+  pred = posing.PosedMotion(body_rotmats=pred_rot, joints=gt.joints + shift)
   mask = jnp.array([True, True, True, True, False])
   errors = rewards.joint_errors(pred, gt, mask, CONFIG)
   assert float(errors["pos"]) == pytest.approx(0.1 + 0.02 * 1.5, rel=1e-5)
@@ -185,9 +186,9 @@ def test_joint_errors_by_hand():
                         .sum(axis=(-1, -2))) / 21
   assert float(errors["rot"]) == pytest.approx(expected_l1, rel=1e-5)
   identity_case = rewards.joint_errors(
-      rewards.PosedMotion(jnp.broadcast_to(rot_z, (2, 21, 3, 3)),
+      posing.PosedMotion(jnp.broadcast_to(rot_z, (2, 21, 3, 3)),
                           jnp.zeros((2, 22, 3))),
-      rewards.PosedMotion(jnp.broadcast_to(jnp.eye(3), (2, 21, 3, 3)),
+      posing.PosedMotion(jnp.broadcast_to(jnp.eye(3), (2, 21, 3, 3)),
                           jnp.zeros((2, 22, 3))), None, CONFIG)
   assert float(identity_case["rot"]) == pytest.approx(
       2 * math.sin(theta) + 2 * (1 - math.cos(theta)), rel=1e-5)

@@ -8,7 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from motiongrpo_jax.model import critic as critic_lib
+from motiongrpo_jax.critic import checkpoint as critic_checkpoint
+from motiongrpo_jax.critic import model as critic_lib
+from motiongrpo_jax.critic import training as critic_training
 from motiongrpo_jax.modes import critic as critic_mode
 from motiongrpo_jax.train import metrics_writer
 
@@ -78,8 +80,8 @@ def test_end_to_end(base_dir, tmp_path):
   assert 0.0 <= summary["noisy_gt_beats_all_base"] <= 1.0
   assert summary["noisy_base_mpjpe_mm"] != summary["base_mpjpe_mm"]
 
-  model, params = critic_mode.load_critic(tmp_path)
-  assert model.config == critic_mode.critic_config(_tiny_config(base_dir))
+  model, params = critic_checkpoint.load(tmp_path)
+  assert model.config == critic_training.critic_config(_tiny_config(base_dir))
   jax.tree.map(np.testing.assert_array_equal, params,
                jax.device_get(result.state.params))
 
@@ -123,9 +125,9 @@ def test_bad_config_is_a_clear_error(field, value, message):
 
 
 def test_workdir_of_another_critic_is_an_error(tmp_path):
-  critic_mode._write_critic_config(str(tmp_path), critic_lib.CriticConfig())
+  critic_checkpoint.write_config(str(tmp_path), critic_lib.CriticConfig())
   with pytest.raises(ValueError, match="another critic"):
-    critic_mode._write_critic_config(str(tmp_path),
+    critic_checkpoint.write_config(str(tmp_path),
                                      critic_lib.CriticConfig(d_model=64))
   with pytest.raises(ValueError, match="unknown variant"):
     critic_config.get_config("nope")

@@ -14,11 +14,14 @@ from motiongrpo_jax import geometry
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import synthetic
 from motiongrpo_jax.data import tfds_builder
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import evaluate as evaluate_lib
 from motiongrpo_jax.eval import metrics
-from motiongrpo_jax.grpo import rewards
+from motiongrpo_jax.eval import posing
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import eval as eval_mode
+from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
 
 from conftest import load_config
@@ -147,7 +150,7 @@ def test_ground_truth_scores_zero(data_dir):
       data_dir, split="test", window_len=_L + 1, batch_size=4, hands=False)))
   batch = jax.tree.map(jnp.asarray, batch)
   body = body_lib.builtin_body()
-  score = jax.jit(lambda x0, b: eval_mode.score_samples(x0, b, body, 30.0))
+  score = jax.jit(lambda x0, b: evaluate_lib.score_samples(x0, b, body, 30.0))
   scores = score(_gt_packed(batch), batch)
   assert set(scores) == set(metrics.METRIC_NAMES)
   # The GT through the prediction path (root placed from the input CPF)
@@ -161,10 +164,10 @@ def test_ground_truth_scores_zero(data_dir):
   # Moving the input CPF by 10 cm moves the whole predicted body by 10 cm:
   # MPJPE = 100 mm, PA-MPJPE still 0.
   shifted = dict(batch, T_world_cpf=batch["T_world_cpf"].at[..., 4].add(0.1))
-  gt_joints = rewards.pose_ground_truth(
+  gt_joints = posing.pose_ground_truth(
       batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
       body).joints
-  pred = rewards.pose_sample(_gt_packed(batch)[:, 0],
+  pred = posing.pose_sample(_gt_packed(batch)[:, 0],
                              shifted["T_world_cpf"][:, 1:], body)
   # Two float32 FK paths, ≲ 16 roundings of world coordinates ≤ 8 m.
   np.testing.assert_allclose(pred.joints - gt_joints,
@@ -203,10 +206,12 @@ def _close_rows(rows, reference):
 
 def test_one_compilation_and_batch_independence(first_run, data_dir,
                                                 model_dir):
-  model, params = eval_mode.load_model(str(model_dir))
-  sampler = eval_mode.sampler_config(_config(model_dir, data_dir))
-  eval_fn = eval_mode.make_eval_fn(model, body_lib.builtin_body(), sampler,
-                                   num_samples=1, fps=30.0)
+  model, params = checkpoints.load_denoiser(str(model_dir))
+  sampler = sampler_lib.SamplerConfig(num_steps=2, update="ddim",
+                                     return_means=False)
+  eval_fn = evaluate_lib.make_eval_fn(
+      sampler_lib.model_apply_fn(model), model.config.packed_dim,
+      body_lib.builtin_body(), sampler, num_samples=1, fps=30.0)
   mesh = mesh_lib.make_mesh()
   key = jax.random.PRNGKey(0)
 
@@ -217,18 +222,19 @@ def test_one_compilation_and_batch_independence(first_run, data_dir,
 
   # "pad" keeps each sequence's last window of 4 poses (3 frames): counted
   # but left out of the rows (fewer than 4 frames); max_windows stops early.
-  rows, seen = eval_mode.evaluate(eval_fn, params, batches("pad"), key, mesh,
-                                  max_windows=7)
+  rows, seen = evaluate_lib.evaluate(eval_fn, params, batches("pad"), key,
+                                     mesh, max_windows=7)
   assert seen == 7 and len(rows) == 6
   assert [(r["seq_index"], r["start"]) for r in rows][3:5] == [(0, 27), (1, 0)]
-  rows, seen = eval_mode.evaluate(eval_fn, params, batches("drop"), key, mesh)
+  rows, seen = evaluate_lib.evaluate(eval_fn, params, batches("drop"), key,
+                                     mesh)
   assert seen == _WINDOWS and len(rows) == _WINDOWS
   # Sample 0 of each window is the mode's sample 0 (2 samples per window,
   # so twice the sampler batch): keys are per window and sample.
   reference = [r for r in _read_csv(first_run[0]) if r["sample"] == "0"]
   _close_rows(rows, reference)
-  other, _ = eval_mode.evaluate(eval_fn, params, batches("drop"),
-                                jax.random.PRNGKey(1), mesh)
+  other, _ = evaluate_lib.evaluate(eval_fn, params, batches("drop"),
+                                   jax.random.PRNGKey(1), mesh)
   # Another seed: other samples. (This random network's output is dominated
   # by its biases, so samples differ by ~0.01 mm MPJPE; the batching
   # round-off above is ~1.5e-4 mm.)

@@ -21,6 +21,7 @@ from conftest import load_config
 from conftest import save_tiny_base
 
 grpo_config = load_config("grpo")
+eval_config = load_config("eval")
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +50,39 @@ def tiny_config(base_dir, **train):
   return config
 
 
-# Runs: A = 2 iterations; B = 1 iteration, then the same command with
-# num_steps = 2 (resume). Prints the final parameters' difference.
+def eval_config_of(base_dir, workdir):
+  """The eval mode on GRPO run `workdir` with its final table's windows,
+  keys (the seed), samples and sampler."""
+  grpo = tiny_config(base_dir)
+  config = eval_config.get_config("demo")
+  config.checkpoint = str(workdir)
+  config.seed = grpo.seed
+  config.num_samples = grpo.eval.num_samples
+  config.data.update(data_dir=grpo.data.data_dir, split=grpo.eval.split,
+                     seq_len=grpo.data.seq_len,
+                     batch_size=grpo.eval.batch_size,
+                     max_windows=grpo.eval.max_batches * grpo.eval.batch_size)
+  config.sampler.update(num_steps=grpo.sampler.num_steps,
+                        update=grpo.sampler["update"],
+                        rotation_projection=grpo.sampler.rotation_projection)
+  return config
+
+
+# Runs: A = 2 iterations, then the eval mode on A; B = 1 iteration, then the
+# same command with num_steps = 2 (resume). Prints the final parameters'
+# difference.
 _SCRIPT = r"""
 import json, sys, pathlib
 import jax, numpy as np
 # The test module and `tests/` (its conftest).
 sys.path[:0] = [sys.argv[3], str(pathlib.Path(sys.argv[3]).parent)]
 import test_mode_grpo as t
+from motiongrpo_jax.modes import eval as eval_mode
 from motiongrpo_jax.modes import grpo as grpo_mode
 from motiongrpo_jax.train import checkpoints
 base, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 grpo_mode.run(t.tiny_config(base), str(out / "A"))
+eval_mode.run(t.eval_config_of(base, out / "A"), str(out / "eval_A"))
 grpo_mode.run(t.tiny_config(base, num_steps=1), str(out / "B"))
 grpo_mode.run(t.tiny_config(base), str(out / "B"))
 params = [checkpoints.load_denoiser(out / r)[1] for r in ("A", "B")]
@@ -125,6 +147,21 @@ def test_end_to_end(runs):
   assert summary["eval_windows"] > 1
   assert summary["base"]["mpjpe_stderr"] > 0
   assert (out / "A" / "checkpoints" / "2" / "state").is_dir()
+
+
+def test_summary_is_the_eval_modes(runs):
+  # One evaluator: the GRPO table's MPJPE of the final policy is the eval
+  # mode's on the same checkpoint, windows, keys and sampler. The two
+  # programs differ (GRPO's also scores rewards), so XLA may order float32
+  # sums differently: ~1e-7 relative per operation, through 3 sampler steps
+  # and the forward kinematics, far below 1e-4.
+  out, _ = runs
+  summary = json.loads((out / "A" / "summary.json").read_text())
+  metrics = json.loads((out / "eval_A" / "eval_metrics.json").read_text())
+  assert metrics["metadata"]["num_windows"] == summary["eval_windows"]
+  for name in ("mpjpe", "pampjpe", "jitter", "foot_skate"):
+    assert metrics[name]["mean"] == pytest.approx(summary["grpo"][name],
+                                                  rel=1e-4), name
 
 
 def test_resume_is_exact(runs):

@@ -14,6 +14,7 @@ import pytest
 from motiongrpo_jax.data import records
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.modes import pretrain
+from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import metrics_writer
@@ -153,7 +154,7 @@ def test_conditioning_dropout_removes_the_condition(trained, data_dir):
 
   @jax.jit
   def predict(keep, T_world_cpf):
-    with pretrain._cond_dropout(keep):  # pylint: disable=protected-access
+    with denoiser_loss.cond_dropout(keep):
       return model.apply({"params": params}, jnp.zeros((8, 6, 226)),
                          jnp.full((8,), 500), T_world_cpf,
                          batch["T_cpf_tm1_cpf_t"])

@@ -15,7 +15,7 @@ import pytest
 
 from motiongrpo_jax.body import builtin_body
 from motiongrpo_jax.body import skeleton
-from motiongrpo_jax.model import critic as critic_lib
+from motiongrpo_jax.critic import model as critic_lib
 
 CONFIG = critic_lib.CriticConfig(d_model=16, num_heads=2, d_feedforward=32,
                                  num_blocks=1, trajectory_layers=1)

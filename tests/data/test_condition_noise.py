@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from motiongrpo_jax.grpo import condition_noise as cn
+from motiongrpo_jax.data import condition_noise as cn
 
 PERLIN = cn.ConditionNoiseConfig(kind="perlin", amplitude=0.05,
                                  base_frequency=0.5, octaves=3,

@@ -13,8 +13,8 @@ import pytest
 
 from motiongrpo_jax.body import builtin_body
 from motiongrpo_jax.body import skeleton
-from motiongrpo_jax.model import critic as critic_lib
-from motiongrpo_jax.train import critic_objective as obj
+from motiongrpo_jax.critic import model as critic_lib
+from motiongrpo_jax.critic import objective as obj
 
 
 def _random_quats(rng, shape, spread=1.0):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from motiongrpo_jax.eval import critic_eval
+from motiongrpo_jax.critic import evaluation as critic_eval
 
 
 def test_spearman_rows_matches_scipy_with_ties_and_constants():
