@@ -39,8 +39,7 @@ def from_dataclass(options: Any) -> ml_collections.ConfigDict:
   defaults) or an instance (its values, e.g. GRPO's sampler)."""
   values = {f.name: (getattr(options, f.name) if not isinstance(options, type)
                      else f.default) for f in _settings(options)}
-  return ml_collections.ConfigDict(
-      {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()})
+  return ml_collections.ConfigDict(values)
 
 
 def to_dataclass(cls: type[_T], section: ml_collections.ConfigDict,

@@ -39,7 +39,7 @@ class _Options:
 def test_section_holds_the_settings_and_round_trips():
   section = config_sections.from_dataclass(_Options)
   # Code-set fields (fps) and nested options (inner) are not settings.
-  assert section.to_dict() == {"width": 2, "name": "a", "kinds": ["x", "y"]}
+  assert section.to_dict() == {"width": 2, "name": "a", "kinds": ("x", "y")}
   section.width = 5
   options = config_sections.to_dataclass(_Options, section, "options",
                                          fps=25.0, inner=_Inner(3))

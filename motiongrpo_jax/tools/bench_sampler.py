@@ -194,7 +194,7 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
           total_flops, min(cpu for _, cpu in timed), fields),
       "load_average_1m": load_before,
       "load_average_1m_after": bench_lib.load_average(),
-      "bench_lib.peak_rss_bytes": bench_lib.peak_rss_bytes(),
+      "peak_rss_bytes": bench_lib.peak_rss_bytes(),
       **bench_lib.memory_stats(compiled),
       **bench_lib.environment(),
   }
