@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from motiongrpo_jax import configs
 from motiongrpo_jax.train import loop
 
 # Set to 1 to see the traceback behind an `error:` line.
@@ -97,7 +98,7 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(configs.resolve_flag(argv))
   except (flags.Error, KeyError, ValueError) as error:
     if _traceback_requested():  # --verbosity is not parsed yet.
       raise

@@ -1,27 +1,22 @@
-"""Config sections shared by several `configs/*.py` files.
+"""Config sections shared by several config files (`motiongrpo_jax/configs`).
 
 A library's frozen options dataclass (`SamplerConfig`, `RewardConfig`, …) is
 the one place where its settings are declared, defaulted and commented:
 `from_dataclass` turns it into a config section and `to_dataclass` turns the
 section back, so a field added to the dataclass is a setting of every config
 that holds the section. The other sections are written here, with their
-comments, once. The configs are loaded by path
-(`--config=configs/<mode>.py[:variant]`), so they import this module from the
-package.
+comments, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import pathlib
 import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import ml_collections
 
-_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 _T = TypeVar("_T")
 
 
@@ -70,19 +65,6 @@ def to_dataclass(cls: type[_T], section: ml_collections.ConfigDict,
                    else f"config.{name}: {message}")
       raise ValueError(message) from e
   return options
-
-
-def load(name: str, variant: str) -> ml_collections.ConfigDict:
-  """`configs/<name>.py:get_config(variant)` of the source checkout (the demo
-  bootstraps and the benchmarks build their runs from these files)."""
-  path = _CONFIGS / f"{name}.py"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: this needs the repository's "
-                            "configs/ folder (run from a source checkout)")
-  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def base(mode: str, variant: str,

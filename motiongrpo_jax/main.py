@@ -23,7 +23,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from motiongrpo_jax import cli
-from motiongrpo_jax import config_sections
+from motiongrpo_jax import configs
 from motiongrpo_jax import modes
 from motiongrpo_jax import run_record
 from motiongrpo_jax.train import distributed
@@ -118,7 +118,7 @@ def _bootstrap(config: ml_collections.ConfigDict, workdir: str,
   WORKDIR/critic, on the demo's data and seed; returns that workdir."""
   sub_dir = str(pathlib.Path(workdir) / ("base" if mode == "pretrain"
                                          else "critic"))
-  sub = config_sections.load(mode, "demo")
+  sub = configs.get(mode, "demo")
   sub.seed = config.seed
   sub.data.data_dir = config.data.data_dir or str(pathlib.Path(workdir) / "data")
   if mode == "pretrain":

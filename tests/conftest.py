@@ -6,10 +6,8 @@ The helpers are plain functions, imported by tests as `from conftest import
 test module must put `tests/` there itself).
 """
 
-import importlib.util
 import os
 import pathlib
-import types
 
 import jax
 import numpy as np
@@ -42,22 +40,6 @@ def shared_data() -> pathlib.Path:
   if not (SHARED_DATA / "README.md").exists():
     pytest.skip(f"shared example data not found at {SHARED_DATA}")
   return SHARED_DATA
-
-
-def load_config(name: str) -> types.ModuleType:
-  """The config module `configs/<name>.py`, loaded by path as main.py does.
-
-  Args:
-    name: the config file's name without `.py` (e.g. "grpo").
-
-  Returns:
-    The module (its `get_config(variant)` and `VARIANTS`).
-  """
-  spec = importlib.util.spec_from_file_location(
-      f"{name}_config", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def unit(x: np.ndarray) -> np.ndarray:

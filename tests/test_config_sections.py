@@ -9,10 +9,9 @@ from motiongrpo_jax import config_sections
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.grpo import update
+from motiongrpo_jax.configs import grpo as grpo_config
 
-from conftest import load_config
 
-grpo_config = load_config("grpo")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ LAYERS = (
     ("eval",),
     ("critic", "grpo", "render", "export"),
     ("modes",),
+    ("configs",),
     ("cli", "tools", "main"),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

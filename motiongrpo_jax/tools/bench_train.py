@@ -30,6 +30,7 @@ import numpy as np
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import config_sections
+from motiongrpo_jax import configs
 from motiongrpo_jax import geometry
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.critic import model as critic_lib
@@ -46,7 +47,7 @@ TINY_MODEL = dict(d_latent=16, d_feedforward=32, d_noise_emb=16, num_heads=2,
                   encoder_layers=1, decoder_layers=1, include_hands=False)
 
 
-load_config = config_sections.load
+load_config = configs.get
 
 
 def denoiser_for(size: str) -> denoiser_lib.DenoiserConfig:

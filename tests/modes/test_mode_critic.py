@@ -13,11 +13,10 @@ from motiongrpo_jax.critic import model as critic_lib
 from motiongrpo_jax.critic import training as critic_training
 from motiongrpo_jax.modes import critic as critic_mode
 from motiongrpo_jax.train import metrics_writer
+from motiongrpo_jax.configs import critic as critic_config
 
-from conftest import load_config
 from conftest import save_tiny_base
 
-critic_config = load_config("critic")
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import eval as eval_mode
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
+from motiongrpo_jax.configs import eval as eval_config
 
-from conftest import load_config
 from conftest import save_tiny_denoiser
 
 # Three synthetic test sequences of 40 frames (consistent with the built-in
@@ -39,7 +39,6 @@ EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
 # roundings of world coordinates ≤ 8 m.
 _JOINT_SPREAD_M = 1.5e-6 + 4 * EPS * 8
 
-eval_config = load_config("eval")
 
 
 @pytest.fixture(scope="module")

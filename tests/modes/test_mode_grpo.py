@@ -15,13 +15,12 @@ import sys
 
 import pytest
 
+from motiongrpo_jax.configs import eval as eval_config
+from motiongrpo_jax.configs import grpo as grpo_config
 from motiongrpo_jax.modes import grpo as grpo_mode
 
-from conftest import load_config
 from conftest import save_tiny_base
 
-grpo_config = load_config("grpo")
-eval_config = load_config("eval")
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import windows
 from motiongrpo_jax.modes import infer
+from motiongrpo_jax.configs import infer as infer_config
 
-from conftest import load_config
 from conftest import save_tiny_denoiser
 
 # 24 input poses -> T = 23 output frames; windows of 8 frames sharing 2, so
@@ -24,7 +24,6 @@ _POSES, _SAMPLES, _WINDOW, _OVERLAP = 24, 2, 8, 2
 _FLOOR = 0.7
 _T0_NS = 5_000_000_000
 
-infer_config = load_config("infer")
 
 
 def _head_poses(num_poses):

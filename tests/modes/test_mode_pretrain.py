@@ -18,11 +18,10 @@ from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import metrics_writer
+from motiongrpo_jax.configs import pretrain as pretrain_config
 
 from conftest import REPO
-from conftest import load_config
 
-pretrain_config = load_config("pretrain")
 
 
 def _unit(x):
@@ -189,7 +188,7 @@ def test_main_on_four_devices_matches_one_device(trained, data_dir, tmp_path):
              JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   proc = subprocess.run(
       [sys.executable, "-m", "motiongrpo_jax.main",
-       f"--config={REPO}/configs/pretrain.py:demo", f"--workdir={workdir}",
+       "--config=configs/pretrain.py:demo", f"--workdir={workdir}",
        *flags], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "4 devices" in proc.stderr

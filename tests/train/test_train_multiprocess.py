@@ -28,11 +28,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from motiongrpo_jax import configs
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import distributed
 
-from conftest import load_config
 from conftest import random_record
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ _CHILD_TIMEOUT_S = 300
 
 def pretrain_config(data_dir: str) -> ml_collections.ConfigDict:
   """2 steps of a tiny denoiser; global batch 2 (one window per device)."""
-  config = load_config("pretrain").get_config("demo")
+  config = configs.get("pretrain", "demo")
   config.model.update(d_latent=16, d_feedforward=32, d_noise_emb=16,
                       num_heads=2, encoder_layers=0, decoder_layers=1,
                       include_hands=False)
@@ -60,7 +60,7 @@ def pretrain_config(data_dir: str) -> ml_collections.ConfigDict:
 
 def grpo_config(data_dir: str, base: str) -> ml_collections.ConfigDict:
   """2 GRPO iterations from `base`: 2 trajectories × G = 2, 3 DDIM steps."""
-  config = load_config("grpo").get_config("demo")
+  config = configs.get("grpo", "demo")
   config.init_checkpoint = base
   config.bootstrap.enabled = False
   config.reward.weight_vis = 0.0  # joint rewards: no critic
@@ -226,7 +226,7 @@ def test_missing_peer_fails_clearly(tmp_path):
   t0 = time.monotonic()
   proc = subprocess.Popen(
       [sys.executable, "-m", "motiongrpo_jax.main",
-       f"--config={_REPO}/configs/pretrain.py:demo", f"--workdir={workdir}",
+       "--config=configs/pretrain.py:demo", f"--workdir={workdir}",
        f"--coordinator_address=localhost:{_free_port()}",
        "--num_processes=2", "--process_id=0"],
       env=_env(1, MOTIONGRPO_INIT_TIMEOUT="3"), cwd=str(_REPO),
