@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
@@ -208,35 +209,131 @@ def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
   return rewards_lib.rewards_from_errors(errors, config, scores), pred
 
 
-def _varying(tree: Any) -> Any:
-  return jax.lax.pcast(tree, DATA_AXIS, to="varying")
+def rollout_and_score(apply_fn: sampler_lib.ApplyFn, params: Any,
+                      batch: dict[str, jax.Array], key: jax.Array,
+                      config: UpdateConfig, body: body_model.BodyModel,
+                      packed_dim: int, score_fn: ScoreFn | None,
+                      critic_params: Any
+                      ) -> tuple[group_sampler.GroupRollout, jax.Array,
+                                 dict[str, jax.Array]]:
+  """Steps 1–2 on this device's sequences: G rollouts each with the current
+  (old) policy, their sub-rewards, the group-normalised advantages (B, G)
+  and the group diagnostics (this device's; `pmean` gives the global ones).
+  """
+  num_seq = batch["T_world_cpf"].shape[0]
+  rollout = group_sampler.sample_groups(
+      apply_fn, params, group_inputs(batch),
+      mesh_lib.example_keys(key, num_seq), packed_dim=packed_dim,
+      config=config.group, sampler_config=config.sampler)
+  rewards, posed = score_samples(rollout.samples, batch, body, config.reward,
+                                 score_fn, critic_params)
+  advantages, _ = rewards_lib.advantages(
+      rewards, config.reward, axis_name=DATA_AXIS,
+      baseline_size=config.group.baseline_size)
+  metrics = diagnostics.group_diagnostics(
+      rewards, advantages, posed.joints, rollout.mask, config.reward,
+      config.zero_advantage_threshold)
+  return rollout, advantages, metrics
 
 
-def _combine(a: dict[str, jax.Array], b: dict[str, jax.Array]
-             ) -> dict[str, jax.Array]:
-  """Accumulates stats: min/max for *_min/*_max, sums otherwise."""
-  out = {}
-  for k in a:
-    if k.endswith("_min"):
-      out[k] = jnp.minimum(a[k], b[k])
-    elif k.endswith("_max"):
-      out[k] = jnp.maximum(a[k], b[k])
-    else:
-      out[k] = a[k] + b[k]
-  return out
+def training_examples(rollout: group_sampler.GroupRollout,
+                      advantages: jax.Array, steps: jax.Array) -> _Examples:
+  """The rollouts as N = B·G examples with the log-probs of the trained
+  `steps` (K,)."""
+  num_ex = advantages.size
+  group = advantages.shape[1]
+  flat = lambda x: x.reshape((num_ex,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
+  return _Examples(
+      xs=flat(rollout.xs),
+      T_world_cpf=flat(rollout.condition.T_world_cpf),
+      T_cpf_tm1_cpf_t=flat(rollout.condition.T_cpf_tm1_cpf_t),
+      mask=jnp.repeat(rollout.mask, group, axis=0),
+      old_log_probs=flat(rollout.log_probs)[:, steps],
+      advantages=flat(advantages))
 
 
-def _reduce_devices(stats: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """pmean, or pmin / pmax for *_min / *_max entries."""
-  out = {}
-  for k, v in stats.items():
-    if k.endswith("_min"):
-      out[k] = jax.lax.pmin(v, DATA_AXIS)
-    elif k.endswith("_max"):
-      out[k] = jax.lax.pmax(v, DATA_AXIS)
-    else:
-      out[k] = jax.lax.pmean(v, DATA_AXIS)
-  return out
+def minibatch(examples: _Examples, j: jax.Array, num_minibatches: int,
+              num_microbatches: int) -> _Examples:
+  """Minibatch j: the examples with local (≡ global) index ≡ j mod M, split
+  into micro-batches (leading axis `num_microbatches`)."""
+  def pick(x):
+    x = x.reshape((x.shape[0] // num_minibatches, num_minibatches)
+                  + x.shape[1:])
+    x = jax.lax.dynamic_index_in_dim(x, j, axis=1, keepdims=False)
+    return x.reshape((num_microbatches, -1) + x.shape[1:])
+  return jax.tree.map(pick, examples)
+
+
+def objective_loss(apply_fn: sampler_lib.ApplyFn, config: UpdateConfig,
+                   weights: np.ndarray, params: Any, ref_params: Any,
+                   steps: jax.Array, ex: _Examples
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The clipped objective (and KL) of examples, re-scoring the trained
+  `steps` with `params`; `weights` (S,) of every step
+  (`objective.step_weights`)."""
+  use_kl = config.objective.kl_beta > 0
+  condition = sampler_lib.Condition(ex.T_world_cpf, ex.T_cpf_tm1_cpf_t)
+  log_probs, kl = objective.rescore_steps(
+      apply_fn, params, ref_params if use_kl else None, ex.xs, condition,
+      ex.mask, steps, config.sampler, remat=config.objective.remat)
+  w = jnp.asarray(weights)[steps]  # shape [K]
+  loss, stats = objective.grpo_loss(w * log_probs, w * ex.old_log_probs,
+                                    ex.advantages, kl if use_kl else None,
+                                    config.objective)
+  stats["log_ratio_abs_max"] = jnp.max(jnp.abs(log_probs - ex.old_log_probs))
+  return loss, stats
+
+
+def inner_updates(state: state_lib.TrainState, examples: _Examples,
+                  order: jax.Array, steps: jax.Array, ref_params: Any,
+                  apply_fn: sampler_lib.ApplyFn,
+                  tx: optax.GradientTransformation, config: UpdateConfig,
+                  weights: np.ndarray
+                  ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+  """Step 3: one optimiser update per entry of `order` (minibatch indices,
+  epochs concatenated), each on its minibatch's gradient accumulated over
+  micro-batches and averaged over devices.
+
+  Returns:
+    (state, stats per update: (U,) each).
+  """
+  grad_fn = jax.value_and_grad(
+      lambda params, ex: objective_loss(apply_fn, config, weights, params,
+                                        ref_params, steps, ex), has_aux=True)
+
+  def update(state, j):
+    micro = minibatch(examples, j, config.num_minibatches,
+                      config.num_microbatches)
+    grads, loss, stats = mesh_lib.accumulate_gradients(
+        grad_fn, jax.lax.pcast(state.params, DATA_AXIS, to="varying"), micro)
+    grads, loss = jax.lax.pmean((grads, loss), DATA_AXIS)
+    stats = mesh_lib.reduce_stats(stats, axis_name=DATA_AXIS)
+    new_state, opt_stats = state_lib.apply_gradients(state, grads, loss, tx)
+    return new_state, {"loss": loss, **stats, **opt_stats}
+
+  return jax.lax.scan(update, state, order)
+
+
+def update_metrics(per_update: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The iteration's view of its updates' stats (U,): means (`*_min` /
+  `*_max`: extremes; the non-finite counters: the last; `skipped`: any), and
+  `first_*` values of the first update, taken before any parameter change
+  (ratio = 1 there, so `first_policy_loss` = −mean(A), `first_kl` = 0 on
+  iteration 0)."""
+  counters = ("nonfinite_steps", "nonfinite_in_a_row")
+  metrics = mesh_lib.reduce_stats(
+      {k: v for k, v in per_update.items()
+       if k not in counters and k != "skipped"}, axis=0)
+  metrics.update({k: per_update[k][-1] for k in counters})
+  metrics["skipped"] = jnp.max(per_update["skipped"])
+  metrics["first_log_ratio_abs_max"] = per_update["log_ratio_abs_max"][0]
+  metrics["first_kl"] = per_update["kl"][0]
+  metrics["first_policy_loss"] = per_update["policy_loss"][0]
+  if "grad_cosine" in per_update:
+    # This iteration's first gradient against the previous iteration's last
+    # one: other rollouts, so agreement is signal, not shared noise.
+    metrics["first_grad_cosine"] = per_update["grad_cosine"][0]
+  return metrics
 
 
 def make_train_step(apply_fn: sampler_lib.ApplyFn,
@@ -265,11 +362,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     metrics): `batch` holds L+1 poses per sequence (`BATCH_FIELDS`);
     `ref_params` is the frozen base policy (needed when kl_beta > 0);
     `critic_params` the critic's (needed with a critic). The state is
-    donated. Metrics are () float32, replicated: the group diagnostics, the
-    objective's statistics averaged over the inner updates (`_min` / `_max`
-    ones reduced by min / max), the optimiser's, and `first_*` values of the
-    first update, taken before any parameter change (ratio = 1 there, so
-    `first_policy_loss` = −mean(A) and `first_kl` = 0 on iteration 0).
+    donated. Metrics are () float32, replicated: the group diagnostics and
+    `update_metrics`, the number of trained steps and the learning rate.
   """
   config.validate()
   if config.reward.weight_vis != 0 and score_fn is None:
@@ -281,126 +375,28 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   weights = objective.step_weights(config.sampler,
                                    config.objective.step_weighting,
                                    config.objective.train_window)
-  group = config.group.group_size
-  num_mb, num_micro = config.num_minibatches, config.num_microbatches
-  num_updates = config.num_epochs * num_mb
-
-  def micro_loss(params, ref_params, steps, ex: _Examples):
-    condition = sampler_lib.Condition(ex.T_world_cpf, ex.T_cpf_tm1_cpf_t)
-    log_probs, kl = objective.rescore_steps(
-        apply_fn, params, ref_params if use_kl else None, ex.xs, condition,
-        ex.mask, steps, config.sampler, remat=config.objective.remat)
-    w = jnp.asarray(weights)[steps]  # shape [K]
-    loss, stats = objective.grpo_loss(w * log_probs, w * ex.old_log_probs,
-                                      ex.advantages, kl if use_kl else None,
-                                      config.objective)
-    stats["log_ratio_abs_max"] = jnp.max(jnp.abs(
-        log_probs - ex.old_log_probs))
-    return loss, stats
+  num_updates = config.num_epochs * config.num_minibatches
 
   def device_step(state, batch, ref_params, critic_params):
-    num_seq = batch["T_world_cpf"].shape[0]
-    num_ex = num_seq * group
     key = jax.random.fold_in(state.rng, state.step)
     k_sample, k_steps, k_order = jax.random.split(key, 3)
-
-    # --- (1) rollouts with the current (old) policy.
-    rollout = group_sampler.sample_groups(
-        apply_fn, state.params, group_inputs(batch),
-        mesh_lib.example_keys(k_sample, num_seq), packed_dim=packed_dim,
-        config=config.group, sampler_config=config.sampler)
-
-    # --- (2) rewards, advantages, group diagnostics.
-    rewards, posed = score_samples(rollout.samples, batch, body,
-                                   config.reward, score_fn, critic_params)
-    advantages, _ = rewards_lib.advantages(
-        rewards, config.reward, axis_name=DATA_AXIS,
-        baseline_size=config.group.baseline_size)
-    metrics = diagnostics.group_diagnostics(
-        rewards, advantages, posed.joints, rollout.mask, config.reward,
-        config.zero_advantage_threshold)  # per device; pmean'd below
-
-    # --- (3) inner updates.
+    rollout, advantages, metrics = rollout_and_score(
+        apply_fn, state.params, batch, k_sample, config, body, packed_dim,
+        score_fn, critic_params)
     steps = objective.select_steps(k_steps, trainable,
                                    config.objective.num_train_steps)
-    flat = lambda x: x.reshape((num_ex,) + x.shape[2:])  # pylint: disable=unnecessary-lambda-assignment
-    examples = _Examples(
-        xs=flat(rollout.xs),
-        T_world_cpf=flat(rollout.condition.T_world_cpf),
-        T_cpf_tm1_cpf_t=flat(rollout.condition.T_cpf_tm1_cpf_t),
-        mask=jnp.repeat(rollout.mask, group, axis=0),
-        old_log_probs=flat(rollout.log_probs)[:, steps],
-        advantages=flat(advantages))
     order = jnp.concatenate([
-        jax.random.permutation(jax.random.fold_in(k_order, e), num_mb)
+        jax.random.permutation(jax.random.fold_in(k_order, e),
+                               config.num_minibatches)
         for e in range(config.num_epochs)])
-
-    def minibatch(j):
-      """Examples with local (≡ global) index ≡ j mod M, in micro-batches."""
-      def pick(x):
-        x = x.reshape((num_ex // num_mb, num_mb) + x.shape[1:])
-        x = jax.lax.dynamic_index_in_dim(x, j, axis=1, keepdims=False)
-        return x.reshape((num_micro, -1) + x.shape[1:])
-      return jax.tree.map(pick, examples)
-
-    def update(state, j):
-      params = _varying(state.params)
-      grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
-      micro = minibatch(j)
-
-      def accumulate(acc, ex):
-        (loss, stats), grads = grad_fn(params, ref_params, steps, ex)
-        if acc is None:
-          return grads, loss, stats
-        return (jax.tree.map(jnp.add, acc[0], grads), acc[1] + loss,
-                _combine(acc[2], stats))
-
-      # Zeros of the accumulator's types (device-varying, like the values).
-      zeros = jax.tree.map(
-          lambda s: _varying(jnp.zeros(s.shape, s.dtype)),
-          jax.eval_shape(accumulate, None,
-                         jax.tree.map(lambda x: x[0], micro)))
-      zeros[2].update({k: jnp.full_like(v, jnp.inf if k.endswith("_min")
-                                        else -jnp.inf)
-                       for k, v in zeros[2].items()
-                       if k.endswith(("_min", "_max"))})
-      (grads, loss, stats), _ = jax.lax.scan(
-          lambda a, ex: (accumulate(a, ex), None), zeros, micro)
-      scale = 1.0 / num_micro
-      grads = jax.tree.map(lambda g: g * scale, grads)
-      stats = {k: v if k.endswith(("_min", "_max")) else v * scale
-               for k, v in stats.items()}
-      grads, loss = jax.lax.pmean((grads, loss * scale), DATA_AXIS)
-      stats = _reduce_devices(stats)
-      new_state, opt_stats = state_lib.apply_gradients(state, grads, loss, tx)
-      return new_state, {"loss": loss, **stats, **opt_stats}
-
     applied_before = state.step * num_updates - state.nonfinite_steps
-    new_state, per_update = jax.lax.scan(update, state, order)
+    new_state, per_update = inner_updates(
+        state, training_examples(rollout, advantages, steps), order, steps,
+        ref_params, apply_fn, tx, config, weights)
     new_state = new_state.replace(step=state.step + 1)
-
-    # --- (4) metrics.
-    metrics = jax.lax.pmean(metrics, DATA_AXIS)
-    for k, v in per_update.items():
-      if k.endswith("_min"):
-        metrics[k] = jnp.min(v)
-      elif k.endswith("_max"):
-        metrics[k] = jnp.max(v)
-      elif k in ("nonfinite_steps", "nonfinite_in_a_row"):
-        metrics[k] = v[-1]
-      elif k == "skipped":
-        metrics[k] = jnp.max(v)
-      else:
-        metrics[k] = jnp.mean(v)
-    # Before any update of this iteration: re-scoring vs. sampling.
-    metrics["first_log_ratio_abs_max"] = per_update["log_ratio_abs_max"][0]
-    metrics["first_kl"] = per_update["kl"][0]
-    metrics["first_policy_loss"] = per_update["policy_loss"][0]
-    if "grad_cosine" in per_update:
-      # This iteration's first gradient against the previous iteration's
-      # last one: other rollouts, so agreement is signal, not shared noise.
-      metrics["first_grad_cosine"] = per_update["grad_cosine"][0]
-    metrics["num_trained_steps"] = jnp.float32(steps.shape[0])
+    metrics = {**jax.lax.pmean(metrics, DATA_AXIS),
+               **update_metrics(per_update),
+               "num_trained_steps": jnp.float32(steps.shape[0])}
     if schedule is not None:
       metrics["learning_rate"] = schedule(applied_before)
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)

@@ -125,6 +125,56 @@ def _leading_size(batch: Any) -> int:
   return sizes.pop()
 
 
+def reduce_stats(stats: dict[str, jax.Array], axis_name: str | None = None,
+                 axis: int | None = None) -> dict[str, jax.Array]:
+  """Means of statistics, minima of `*_min` and maxima of `*_max` ones: over
+  the devices of `axis_name`, or over `axis` of each array."""
+  out = {}
+  for k, v in stats.items():
+    if axis_name is not None:
+      reduce = (jax.lax.pmin if k.endswith("_min") else jax.lax.pmax
+                if k.endswith("_max") else jax.lax.pmean)
+      out[k] = reduce(v, axis_name)
+    else:
+      reduce = (jnp.min if k.endswith("_min") else jnp.max
+                if k.endswith("_max") else jnp.mean)
+      out[k] = reduce(v, axis=axis)
+  return out
+
+
+def accumulate_gradients(grad_fn: Callable[..., Any], params: Any,
+                         micro_batches: Any) -> tuple[Any, jax.Array,
+                                                      dict[str, jax.Array]]:
+  """This device's gradient of a batch split into micro-batches, in a
+  `lax.scan` (one gradient buffer: memory of one micro-batch).
+
+  Args:
+    grad_fn: `value_and_grad(loss, has_aux=True)`-style
+      `grad_fn(params, micro_batch) -> ((loss, stats), grads)`.
+    params: the device-varying parameters (`pcast(..., to="varying")`).
+    micro_batches: a tree whose leaves have a leading micro-batch axis.
+
+  Returns:
+    (grads, loss, stats): means over micro-batches (`*_min` / `*_max`
+    statistics: their minimum / maximum), not yet reduced over devices.
+  """
+
+  def body(acc, micro):
+    (loss, stats), grads = grad_fn(params, micro)
+    return jax.tree.map(jnp.add, acc, (grads, loss)), stats
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  shapes = jax.eval_shape(lambda: grad_fn(params, first))
+  # Zeros of the accumulator's types (device-varying, like the values).
+  zeros = jax.tree.map(
+      lambda s: jax.lax.pcast(jnp.zeros(s.shape, s.dtype), DATA_AXIS,
+                              to="varying"), (shapes[1], shapes[0][0]))
+  (grads, loss), stats = jax.lax.scan(body, zeros, micro_batches)
+  scale = 1.0 / jax.tree.leaves(micro_batches)[0].shape[0]
+  grads = jax.tree.map(lambda g: g * scale, grads)
+  return grads, loss * scale, reduce_stats(stats, axis=0)
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
                     mesh: jax.sharding.Mesh,
                     schedule: optax.Schedule | None = None) -> TrainStepFn:
