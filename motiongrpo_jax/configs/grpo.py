@@ -143,9 +143,17 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
 
   # #### Ablation set (one base checkpoint, one comparison table) ####
   config.ablation = ml_collections.ConfigDict()
-  # Comma-separated settings to run instead of a single GRPO run, e.g.
-  # "vanilla,noise_only,gaussian_only" (see the module docstring); "" = off.
+  # Comma-separated names of `named` to run instead of a single GRPO run,
+  # e.g. "vanilla,noise_only,gaussian_only"; "" = off.
   config.ablation.settings = ""
+  # The named settings (the module docstring): each one's overrides.
+  config.ablation.named = ml_collections.ConfigDict({
+      name: {"condition_noise": {"kind": noise},
+             "reward": {"weight_vis": critic}}
+      for name, noise, critic in (
+          ("vanilla", "none", 0.0), ("perceptual", "none", 1.0),
+          ("full", "perlin", 1.0), ("full_gaussian", "gaussian", 1.0),
+          ("noise_only", "perlin", 0.0), ("gaussian_only", "gaussian", 0.0))})
 
   if variant == "demo":
     config.bootstrap.enabled = True

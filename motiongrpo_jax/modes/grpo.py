@@ -61,17 +61,6 @@ from motiongrpo_jax.train import state as state_lib
 
 SUMMARY_FILE = "summary.json"
 ABLATION_FILE = "ablation.json"
-# Overrides of each named ablation setting (configs/grpo.py docstring).
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "vanilla": {"condition_noise.kind": "none", "reward.weight_vis": 0.0},
-    "perceptual": {"condition_noise.kind": "none", "reward.weight_vis": 1.0},
-    "full": {"condition_noise.kind": "perlin", "reward.weight_vis": 1.0},
-    "full_gaussian": {"condition_noise.kind": "gaussian",
-                      "reward.weight_vis": 1.0},
-    "noise_only": {"condition_noise.kind": "perlin", "reward.weight_vis": 0.0},
-    "gaussian_only": {"condition_noise.kind": "gaussian",
-                      "reward.weight_vis": 0.0},
-}
 # Metrics of the tables, in order (lower is better unless in _HIGHER).
 TABLE_METRICS = ("mpjpe", "pampjpe", "mpjve", "mpjre", "jitter", "foot_skate",
                  "reward/hybrid", "reward/rot", "reward/pos", "reward/pa_pos",
@@ -94,20 +83,25 @@ _TRAIN_STREAM, _VAL_STREAM = 0, 1
 
 
 def ablation_settings(config: ml_collections.ConfigDict) -> list[str]:
-  """The named settings of `config.ablation.settings` (validated)."""
+  """The names of `config.ablation.settings` (validated against
+  `config.ablation.named`)."""
   names = [s.strip() for s in config.ablation.settings.split(",") if s.strip()]
-  unknown = [s for s in names if s not in ABLATIONS]
-  if unknown or len(set(names)) != len(names):
+  known = sorted(config.ablation.named)
+  if any(n not in known for n in names) or len(set(names)) != len(names):
     raise ValueError(f"config.ablation.settings={config.ablation.settings!r}: "
-                     f"expected distinct names from {sorted(ABLATIONS)}")
+                     f"expected distinct names from {known} "
+                     "(config.ablation.named)")
   return names
 
 
-def with_overrides(config: ml_collections.ConfigDict,
-                   overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted-path overrides applied."""
+def with_setting(config: ml_collections.ConfigDict,
+                 name: str) -> ml_collections.ConfigDict:
+  """A copy of `config` with the overrides of ablation setting `name`, as a
+  single run."""
   out = copy.deepcopy(config)
-  out.update_from_flattened_dict(overrides)
+  with out.unlocked():
+    out.update(config.ablation.named[name])
+    out.ablation.settings = ""
   return out
 
 
@@ -115,7 +109,7 @@ def needs_critic(config: ml_collections.ConfigDict,
                  settings: list[str]) -> bool:
   """Whether the run, or any of its ablation settings, uses the critic."""
   return config.reward.weight_vis > 0 or any(
-      ABLATIONS[s]["reward.weight_vis"] > 0 for s in settings)
+      with_setting(config, s).reward.weight_vis > 0 for s in settings)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None,
@@ -439,16 +433,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   table: dict[str, Any] = {"base_checkpoint": base, "settings": {}}
   columns, first_columns = {}, {}
   for name in settings:
-    sub = with_overrides(config, ABLATIONS[name])
-    with sub.unlocked():
-      sub.ablation.settings = ""
+    sub = with_setting(config, name)
     sub_dir = str(pathlib.Path(workdir) / "ablation" / name)
     run_record.write(sub_dir, sub)
     summary = run_grpo(sub, sub_dir, base, critic_path, mesh)
     if not summary:
       return table  # Preempted: re-run the same command to continue.
     mean, first = _train_diagnostics(sub_dir)
-    table["settings"][name] = {"overrides": ABLATIONS[name],
+    table["settings"][name] = {"overrides":
+                                   config.ablation.named[name].to_dict(),
                                "final": summary["grpo"],
                                "base": summary["base"],
                                "change_percent": summary["change_percent"],

@@ -202,6 +202,25 @@ def test_startup_errors(base_dir, tmp_path):
   config.sampler.num_steps = 3
   with pytest.raises(ValueError, match="config.sampler: "):
     grpo_mode.run(config, str(tmp_path / "steps"))
+  config = tiny_config(base_dir)
+  config.ablation.settings = "vanilla,nope"
+  with pytest.raises(ValueError, match="config.ablation.settings="):
+    grpo_mode.run(config, str(tmp_path / "ablation"))
   # Nothing was written by the failed starts.
   assert not any((tmp_path / d / "checkpoints").exists()
                  for d in ("g1", "nocritic", "badcritic", "steps"))
+
+
+def test_ablation_settings_are_config_overrides(base_dir):
+  config = tiny_config(base_dir)
+  config.ablation.settings = "vanilla, noise_only"
+  assert grpo_mode.ablation_settings(config) == ["vanilla", "noise_only"]
+  noise_only = grpo_mode.with_setting(config, "noise_only")
+  assert noise_only.condition_noise.kind == "perlin"
+  assert noise_only.reward.weight_vis == 0.0
+  assert noise_only.ablation.settings == ""
+  # The other settings and the original config are unchanged.
+  assert noise_only.condition_noise.amplitude == config.condition_noise.amplitude
+  assert config.condition_noise.kind == "none"
+  assert not grpo_mode.needs_critic(config, ["vanilla", "noise_only"])
+  assert grpo_mode.needs_critic(config, ["vanilla", "full"])
