@@ -242,19 +242,19 @@ def iter_records(
                                   skip_bad=skip_bad, report=report)
 
 
-def records_from_flags(flag_values):
+def records_from_options(options: batch_import.ImportOptions):
   """`build_dataset --source=amass --input=AMASS_ROOT --smplh_npz=PATH`
   [--file_list --split_rule --skip_bad --mirror]."""
-  if not flag_values.smplh_npz:
+  if not options.smplh_npz:
     raise ValueError("--source=amass needs --smplh_npz (the SMPL-H model.npz)")
-  if not flag_values.input and not flag_values.file_list:
+  if not options.input and not options.file_list:
     raise ValueError("--source=amass needs --input=AMASS_ROOT")
-  body = smplh.load_smplh(flag_values.smplh_npz)
+  body = smplh.load_smplh(options.smplh_npz)
   report = batch_import.ImportReport()
   yield from iter_records(
-      flag_values.input, body, file_list=flag_values.file_list,
-      split_rule=flag_values.split_rule, skip_bad=flag_values.skip_bad,
-      mirror=flag_values.mirror, report=report)
+      options.input, body, file_list=options.file_list,
+      split_rule=options.split_rule, skip_bad=options.skip_bad,
+      mirror=options.mirror, report=report)
   dropped = sum(1 for n in report.notes.values() if "dropped" in n)
   print(f"{dropped} sequences shorter than 1 s were dropped", flush=True)
   print(report.summary(), flush=True)

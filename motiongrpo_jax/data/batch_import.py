@@ -106,6 +106,26 @@ def find_inputs(inputs: str | Sequence[str] | None, suffixes: Sequence[str],
   return sorted(found.values(), key=lambda f: f.relative)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportOptions:
+  """What an importer's `records_from_options` reads (`tools/build_dataset`
+  fills it from its flags of the same names)."""
+  # Input file or folder (AMASS root, HDF5 file, BVH folder).
+  input: str | None = None
+  # SMPL-H model.npz (body shape, skeleton; optional target body for BVH).
+  smplh_npz: str | None = None
+  # Text file listing the inputs to read, one per line.
+  file_list: str | None = None
+  # Named preset of the source (e.g. a BVH dataset layout).
+  preset: str | None = None
+  # How sequences go to train/val/test (`data/splits.py`).
+  split_rule: str | None = None
+  # Skip unreadable inputs (reported) instead of failing.
+  skip_bad: bool = False
+  # Also add left-right mirrored copies.
+  mirror: bool = False
+
+
 @dataclasses.dataclass
 class ImportReport:
   """What an import did: per-input notes and the inputs skipped as bad.

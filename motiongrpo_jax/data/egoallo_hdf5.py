@@ -146,17 +146,17 @@ def iter_records(
                                     skip_bad=skip_bad, report=report)
 
 
-def records_from_flags(flag_values):
+def records_from_options(options: batch_import.ImportOptions):
   """`build_dataset --source=egoallo_hdf5 --input=FILE.hdf5
   [--file_list=FILE.txt --split_rule --skip_bad]`."""
-  if not flag_values.input:
+  if not options.input:
     raise ValueError("--source=egoallo_hdf5 needs --input=FILE.hdf5")
-  if flag_values.mirror:
+  if options.mirror:
     raise ValueError("--mirror is not supported with --source=egoallo_hdf5: "
                      "EgoAllo's file already holds its reflected copies "
                      "(*_reflect.npz groups)")
   report = batch_import.ImportReport()
-  yield from iter_records(flag_values.input, file_list=flag_values.file_list,
-                          split_rule=flag_values.split_rule,
-                          skip_bad=flag_values.skip_bad, report=report)
+  yield from iter_records(options.input, file_list=options.file_list,
+                          split_rule=options.split_rule,
+                          skip_bad=options.skip_bad, report=report)
   print(report.summary(), flush=True)

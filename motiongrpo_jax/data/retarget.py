@@ -520,24 +520,24 @@ def iter_records(
                                   skip_bad=skip_bad, report=report)
 
 
-def records_from_flags(flag_values):
+def records_from_options(options: batch_import.ImportOptions):
   """`build_dataset --source=bvh`: --input, --preset, --file_list,
   --split_rule, --skip_bad, --mirror, --smplh_npz (optional target body).
 
   Prints the retargeting error per file (mean, worst) and the skipped files
   when the iteration ends.
   """
-  if not flag_values.preset:
+  if not options.preset:
     raise ValueError(f"--source=bvh needs --preset (one of "
                      f"{available_presets()} or a JSON file)")
-  preset = load_preset(flag_values.preset)
-  body = (body_model.builtin_body() if not flag_values.smplh_npz
-          else smplh.load_smplh(flag_values.smplh_npz))
+  preset = load_preset(options.preset)
+  body = (body_model.builtin_body() if not options.smplh_npz
+          else smplh.load_smplh(options.smplh_npz))
   report = batch_import.ImportReport()
   yield from iter_records(
-      flag_values.input, preset, body, file_list=flag_values.file_list,
-      split_rule=flag_values.split_rule, skip_bad=flag_values.skip_bad,
-      mirror=flag_values.mirror, report=report)
+      options.input, preset, body, file_list=options.file_list,
+      split_rule=options.split_rule, skip_bad=options.skip_bad,
+      mirror=options.mirror, report=report)
   errors = np.array([n["error_m"] for n in report.notes.values()])
   if errors.size:
     worst = max(report.notes, key=lambda k: report.notes[k]["error_m"])

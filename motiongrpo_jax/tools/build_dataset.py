@@ -11,7 +11,7 @@ Sources. `--source` names an entry of `SOURCES`, a function from the parsed
 flags to an iterable of `SequenceRecord`s (each carrying its `split`). An
 importer module joins the registry in one of two ways:
 
-* define `records_from_flags(flag_values) -> Iterable[SequenceRecord]` in
+* define `records_from_options(options) -> Iterable[SequenceRecord]` in
   `motiongrpo_jax/data/<name>.py` for a name listed in `_IMPORTERS` below
   (amass, egoallo_hdf5, bvh → retarget are listed already; the module is imported only
   when its source is chosen), or
@@ -24,6 +24,7 @@ synthetic source uses `--num_sequences` and `--seed`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from typing import Any
 from absl import app
 from absl import flags
 from motiongrpo_jax import cli
+from motiongrpo_jax.data import batch_import
 from motiongrpo_jax.data import tfds_builder
 
 _SOURCE = flags.DEFINE_string("source", "synthetic", "Record source: a key of SOURCES.")
@@ -66,21 +68,24 @@ def _synthetic(flag_values: flags.FlagValues) -> Iterable[Any]:
 
 
 def _importer(module: str) -> SourceFn:
-  """A source calling `records_from_flags` of `module`, imported on use."""
+  """A source calling `records_from_options` of `module` (imported on use)
+  with the importer flags as `data.batch_import.ImportOptions`."""
 
   def records(flag_values: flags.FlagValues) -> Iterable[Any]:
     try:
-      fn = importlib.import_module(module).records_from_flags
+      fn = importlib.import_module(module).records_from_options
     except (ImportError, AttributeError) as e:
       raise ValueError(
-          f"--source={flag_values.source} needs {module}.records_from_flags, "
+          f"--source={flag_values.source} needs {module}.records_from_options, "
           f"which is not available ({e})") from e
-    return fn(flag_values)
+    return fn(batch_import.ImportOptions(**{
+        f.name: flag_values[f.name].value
+        for f in dataclasses.fields(batch_import.ImportOptions)}))
 
   return records
 
 
-# Importer modules providing `records_from_flags(flag_values)`.
+# Importer modules providing `records_from_options(options)`.
 _IMPORTERS = {
     "amass": "motiongrpo_jax.data.amass",
     "egoallo_hdf5": "motiongrpo_jax.data.egoallo_hdf5",

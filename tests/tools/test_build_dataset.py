@@ -92,7 +92,7 @@ def test_registry_names_the_importers():
   assert {"synthetic", "amass", "egoallo_hdf5", "bvh"} <= set(build_dataset.SOURCES)
   for name, module in build_dataset._IMPORTERS.items():  # pylint: disable=protected-access
     if importlib.util.find_spec(module) is not None:
-      assert callable(importlib.import_module(module).records_from_flags), name
+      assert callable(importlib.import_module(module).records_from_options), name
 
 
 def test_missing_importer_is_a_clear_error():
@@ -103,7 +103,7 @@ def test_missing_importer_is_a_clear_error():
     source = "nope"
 
   with pytest.raises(ValueError, match="--source=nope needs motiongrpo_jax.data"
-                     r".no_such_importer.records_from_flags"):
+                     r".no_such_importer.records_from_options"):
     source(Flags())
 
 
