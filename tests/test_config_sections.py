@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.configs import grpo as grpo_config
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.grpo import update
-from motiongrpo_jax.configs import grpo as grpo_config
 
 
 

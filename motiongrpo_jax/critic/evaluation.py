@@ -31,10 +31,10 @@ import numpy as np
 import scipy.stats
 
 from motiongrpo_jax.body import model as body_model
-from motiongrpo_jax.diffusion import sampler as sampler_lib
-from motiongrpo_jax.eval import metrics
 from motiongrpo_jax.critic import model as critic_lib
 from motiongrpo_jax.critic import objective as critic_objective
+from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.eval import metrics
 
 
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

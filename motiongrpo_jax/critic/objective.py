@@ -40,8 +40,8 @@ import jaxlie
 
 from motiongrpo_jax import geometry
 from motiongrpo_jax.body import skeleton
-from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.critic import model as critic_lib
+from motiongrpo_jax.data import condition_noise
 
 KINDS: tuple[str, ...] = ("time_shift", "joint_noise", "foot_sliding",
                           "mirrored_limbs", "other_motion")

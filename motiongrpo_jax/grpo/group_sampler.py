@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.data import condition_noise as noise_lib
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,14 +39,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from motiongrpo_jax import run_record
 from motiongrpo_jax import body as body_lib
-from motiongrpo_jax.data import pipeline
-from motiongrpo_jax.diffusion import sampler as sampler_lib
-from motiongrpo_jax.critic import evaluation as critic_eval
+from motiongrpo_jax import run_record
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
+from motiongrpo_jax.critic import evaluation as critic_eval
 from motiongrpo_jax.critic import model as critic_lib
 from motiongrpo_jax.critic import training as critic_training
+from motiongrpo_jax.data import pipeline
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import inputs
 from motiongrpo_jax.train import loop

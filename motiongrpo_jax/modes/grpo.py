@@ -42,15 +42,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from motiongrpo_jax import run_record
 from motiongrpo_jax import body as body_lib
+from motiongrpo_jax import run_record
+from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import evaluate as evaluate_lib
 from motiongrpo_jax.eval import paired
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
-from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.model import params_io
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import inputs

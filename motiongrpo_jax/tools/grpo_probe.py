@@ -87,8 +87,8 @@ from jax.flatten_util import ravel_pytree
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.body import model as body_model
-from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.critic import evaluation as critic_eval
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import metrics as metrics_lib
 from motiongrpo_jax.eval import posing
 from motiongrpo_jax.grpo import group_sampler

@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 
 from motiongrpo_jax import body as body_lib
-from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.data import condition_noise
+from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import update

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.data import condition_noise as cn
+from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.model.denoiser import Denoiser, DenoiserConfig

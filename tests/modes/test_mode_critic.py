@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+from motiongrpo_jax.configs import critic as critic_config
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.critic import model as critic_lib
 from motiongrpo_jax.critic import training as critic_training
 from motiongrpo_jax.modes import critic as critic_mode
 from motiongrpo_jax.train import metrics_writer
-from motiongrpo_jax.configs import critic as critic_config
 
 from conftest import save_tiny_base
 

@@ -11,6 +11,7 @@ import pytest
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import geometry
+from motiongrpo_jax.configs import eval as eval_config
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import synthetic
 from motiongrpo_jax.data import tfds_builder
@@ -23,7 +24,6 @@ from motiongrpo_jax.model import params_io
 from motiongrpo_jax.modes import eval as eval_mode
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import mesh as mesh_lib
-from motiongrpo_jax.configs import eval as eval_config
 
 from conftest import save_tiny_denoiser
 

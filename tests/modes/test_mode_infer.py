@@ -11,10 +11,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from motiongrpo_jax import body as body_lib
+from motiongrpo_jax.configs import infer as infer_config
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import windows
 from motiongrpo_jax.modes import infer
-from motiongrpo_jax.configs import infer as infer_config
 
 from conftest import save_tiny_denoiser
 

@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from motiongrpo_jax.configs import pretrain as pretrain_config
 from motiongrpo_jax.data import records
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.modes import pretrain
-from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import checkpoints
+from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import mesh as mesh_lib
 from motiongrpo_jax.train import metrics_writer
-from motiongrpo_jax.configs import pretrain as pretrain_config
 
 from conftest import REPO
 

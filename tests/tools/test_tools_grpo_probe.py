@@ -31,8 +31,8 @@ import dataclasses, json, sys
 import jax, jax.numpy as jnp, numpy as np
 import grpo_tiny as tiny
 from motiongrpo_jax import body as body_lib
-from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.critic import model as critic_lib
+from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.tools import grpo_probe
 
 body = body_lib.builtin_body()
