@@ -153,3 +153,20 @@ def test_tpu_needs_name_and_zone():
   ok = _run("tpu_pod.sh", "--", *_MAIN_ARGS,
             env={"TPU_NAME": "pod1", "TPU_ZONE": "z", "DRY_RUN": "1"})
   assert ok.returncode == 0 and "create" not in ok.stdout
+
+
+def test_gpu_bench_dry_run(tmp_path):
+  result = _run("gpu_bench.sh", str(tmp_path / "out"), env={"DRY_RUN": "1"})
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  # Sampler: batches 1, 8, 64 × (fp32, TF32, bf16); GRPO: fp32, TF32.
+  assert len(lines) == 11
+  sampler = [l for l in lines if " sampler " in l]
+  assert [l.split("--batch=")[1].split()[0] for l in sampler] == (
+      ["1"] * 3 + ["8"] * 3 + ["64"] * 3)
+  assert sum("--mode=bf16" in l for l in sampler) == 3
+  assert sum(l.startswith("JAX_DEFAULT_MATMUL_PRECISION=tensorfloat32")
+             for l in lines) == 4
+  grpo = [l for l in lines if " grpo_step " in l]
+  assert len(grpo) == 2 and all("--batch=32" in l for l in grpo)
+  assert all("--size=default" in l for l in lines)
