@@ -76,7 +76,6 @@ RENDER_KINDS = ("gif", "mp4", "html", "none")
 MIN_POSES = 5
 NUM_JOINTS = len(skeleton.JOINT_NAMES)  # 22: pelvis + 21 body joints
 NUM_HAND_JOINTS_PER_SIDE = 15
-# A critic training workdir holds this file (modes/critic.py).
 # Relative tolerance on the frame spacing of npz timestamps.
 _FPS_TOLERANCE = 0.1
 
