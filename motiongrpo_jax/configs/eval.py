@@ -33,8 +33,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.checkpoint = ""
   # Samples drawn per evaluation window (each scored on its own).
   config.num_samples = 1
-  # Frames per second of the data (velocities, jitter).
-  config.fps = 30.0
   # Body model (use the body the dataset was built with).
   config.body = config_sections.body()
 
@@ -44,6 +42,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   config.data.data_dir = ""
   # Split evaluated.
   config.data.split = "test"
+  # Frames per second of the data (velocities, jitter).
+  config.data.fps = 30.0
   # L, output frames per subsequence: each window holds L + 1 CPF poses
   # (EgoAllo reports L = 32 and L = 128).
   config.data.seq_len = 128

@@ -85,8 +85,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         "EgoAllo checkpoint directory)")
   if config.num_samples < 1:
     raise ValueError(f"config.num_samples={config.num_samples}: expected >= 1")
-  if config.fps <= 0:
-    raise ValueError(f"config.fps={config.fps}: expected > 0")
+  if config.data.fps <= 0:
+    raise ValueError(f"config.data.fps={config.data.fps}: expected > 0")
   data = config.data
   if data.seq_len < evaluate_lib.MIN_FRAMES:
     raise ValueError(f"config.data.seq_len={data.seq_len}: expected >= "
@@ -196,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # --- (3) Sample and score.
   eval_fn = evaluate_lib.make_eval_fn(
       sampler_lib.model_apply_fn(model), model.config.packed_dim, body,
-      sampler, config.num_samples, config.fps)
+      sampler, config.num_samples, config.data.fps)
   logging.info("eval %s: %s on split %r of %s, L=%d, %d sample(s) per window",
                config.variant, config.checkpoint, config.data.split, data_dir,
                seq_len, config.num_samples)
@@ -229,7 +229,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "num_samples": config.num_samples,
       "num_rows": len(rows),
       "seed": config.seed,
-      "fps": config.fps,
+      "fps": config.data.fps,
       "body": config.body.to_dict(),
       "sampler": config.sampler.to_dict(),
       "units": dict(metrics_lib.UNITS),
