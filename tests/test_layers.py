@@ -12,7 +12,7 @@ LAYERS = (
     ("geometry", "geometry_polar", "config_sections", "run_record"),
     ("body",),
     ("data", "model"),
-    ("diffusion",),
+    ("diffusion", "guidance"),
     ("train",),
     ("eval",),
     ("critic", "grpo", "render", "export"),

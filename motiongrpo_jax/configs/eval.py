@@ -12,12 +12,14 @@ Variants (the default is `default`):
            consecutive subsequences of L + 1 = 129 CPF poses.
 Both sample with EgoAllo's 30-step sampler and write
 `WORKDIR/eval_metrics.json` and `WORKDIR/eval_per_sequence.csv`.
+`--config.guidance.mode=no_hands` adds EgoAllo's post-sampling guidance.
 """
 
 import ml_collections
 
 from motiongrpo_jax import config_sections
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.guidance import residuals as guidance
 
 VARIANTS = ("demo", "default")
 
@@ -71,6 +73,12 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # #### Sampler (`diffusion/sampler.py` SamplerConfig: its fields,
   # EgoAllo's defaults and their comments) ####
   config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
+
+  # #### Guidance after sampling (`guidance/residuals.py` GuidanceConfig:
+  # EgoAllo's "post" guidance; mode "off" by default). With it on, the
+  # unguided samples are scored too and eval_metrics.json gains the paired
+  # change guided vs unguided ####
+  config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)
 
   if variant == "demo":
     config.data.seq_len = 32

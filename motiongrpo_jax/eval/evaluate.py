@@ -26,6 +26,8 @@ from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import metrics as metrics_lib
 from motiongrpo_jax.eval import posing
+from motiongrpo_jax.guidance import optimize as guidance_lib
+from motiongrpo_jax.guidance import residuals as guidance_residuals
 from motiongrpo_jax.train import mesh as mesh_lib
 
 # Batch fields the evaluation reads (the pipeline yields more).
@@ -33,6 +35,10 @@ FIELDS = ("betas", "T_world_root", "body_quats", "T_world_cpf",
           "height_from_floor", "mask", "seq_index", "start")
 # Fewest valid output frames a window needs (jitter is a third difference).
 MIN_FRAMES = 4
+
+# With guidance on, the sampler's own samples are scored too, under this
+# prefix (the same windows and noise: guided and unguided are paired).
+UNGUIDED = "unguided/"
 
 # extra_scores(x0 (B, N, L, d), batch, extra_params) -> {name: (B, N)}.
 ExtraScores = Callable[[jax.Array, Mapping[str, jax.Array], Any],
@@ -99,14 +105,17 @@ def window_keys(key: jax.Array, seq_index: jax.Array, start: jax.Array,
 def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
                  body: body_model.BodyModel,
                  config: sampler_lib.SamplerConfig, num_samples: int,
-                 fps: float, extra_scores: ExtraScores | None = None
+                 fps: float, extra_scores: ExtraScores | None = None,
+                 guidance: guidance_residuals.GuidanceConfig | None = None
                  ) -> Callable[..., dict[str, jax.Array]]:
   """The jitted sampling-and-scoring step of a policy.
 
   Samples N motions per window (each window's rollout is independent of the
   others in the batch: its own key, its frame mask given to the network) and
-  scores them with `score_samples` (and `extra_scores`). One compilation per
-  batch shape.
+  scores them with `score_samples` (and `extra_scores`). With `guidance`
+  on, the samples are guided after sampling (EgoAllo's "post") and scored,
+  and the unguided samples are scored under `UNGUIDED` names. One
+  compilation per batch shape.
 
   Args:
     apply_fn: the network (`sampler.model_apply_fn`).
@@ -116,6 +125,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     num_samples: N, samples per window.
     fps: frames per second.
     extra_scores: more per-sample scores (e.g. GRPO's rewards).
+    guidance: post-sampling guidance options (None or mode "off": none).
 
   Returns:
     fn(params, batch, key, extra_params) -> {name: (B, N)}; `fn.func` is the
@@ -137,7 +147,14 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     x0 = jax.vmap(per_sample, (None, 0, 0, 0, 0))(
         params, batch["T_world_cpf"], floor_z(batch),
         output_mask(batch["mask"]), keys)  # shape [B, N, L, d]
-    values = score_samples(x0, batch, body, fps)
+    values = {}
+    if guidance is not None and guidance.enabled:
+      values = {UNGUIDED + k: v
+                for k, v in score_samples(x0, batch, body, fps).items()}
+      x0 = guidance_lib.guide(
+          x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
+          guidance.iterations, mask=output_mask(batch["mask"])[:, None])
+    values.update(score_samples(x0, batch, body, fps))
     if extra_scores is not None:
       values.update(extra_scores(x0, batch, extra_params))
     return values
@@ -204,8 +221,8 @@ def window_means(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
   windows: dict[tuple[int, int], list[dict[str, Any]]] = {}
   for r in rows:
     windows.setdefault((r["seq_index"], r["start"]), []).append(r)
-  names = [n for n in rows[0] if n not in
-           ("seq_index", "start", "sample", "num_frames")] if rows else []
+  # The values are floats; the row's keys (indices, names) are not.
+  names = [n for n, v in rows[0].items() if isinstance(v, float)] if rows else []
   out = {}
   for name in names:
     values = np.array([[r[name] for r in w] for w in windows.values()],

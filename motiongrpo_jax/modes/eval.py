@@ -58,6 +58,8 @@ from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import evaluate as evaluate_lib
 from motiongrpo_jax.eval import metrics as metrics_lib
+from motiongrpo_jax.eval import paired
+from motiongrpo_jax.guidance import residuals as guidance_lib
 from motiongrpo_jax.train import checkpoints
 from motiongrpo_jax.train import inputs
 from motiongrpo_jax.train import mesh as mesh_lib
@@ -106,6 +108,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      ">= 0 (0 = all)")
   config_sections.to_dataclass(
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
+  config_sections.to_dataclass(guidance_lib.GuidanceConfig, config.guidance,
+                               "guidance")
   body_lib.check_config(config.body)
 
 
@@ -133,9 +137,32 @@ def _decode(value: Any) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def summarize(rows: list[dict[str, Any]],
+              metadata: dict[str, Any]) -> dict[str, Any]:
+  """The content of `eval_metrics.json`.
+
+  With guidance on, "unguided" summarises the sampler's own samples and
+  "guidance_change" holds each metric's paired change guided vs unguided
+  (`eval/paired.py`: window means, bootstrap 95 % interval).
+  """
+  summary: dict[str, Any] = metrics_lib.summarize(
+      {name: [r[name] for r in rows] for name in metrics_lib.METRIC_NAMES})
+  unguided = evaluate_lib.UNGUIDED
+  if rows and unguided + metrics_lib.METRIC_NAMES[0] in rows[0]:
+    summary["unguided"] = metrics_lib.summarize(
+        {n: [r[unguided + n] for r in rows] for n in metrics_lib.METRIC_NAMES})
+    windows = evaluate_lib.window_means(rows)
+    summary["guidance_change"] = {
+        n: paired.paired_change(windows[unguided + n], windows[n],
+                                seed=metadata["seed"])
+        for n in metrics_lib.METRIC_NAMES}
+  summary["metadata"] = metadata
+  return summary
+
+
 def write_results(workdir: str | pathlib.Path, rows: list[dict[str, Any]],
                   metadata: dict[str, Any]) -> dict[str, Any]:
-  """Writes `eval_metrics.json` and `eval_per_sequence.csv`.
+  """Writes `eval_metrics.json` (`summarize`) and `eval_per_sequence.csv`.
 
   Args:
     workdir: the run directory.
@@ -145,14 +172,13 @@ def write_results(workdir: str | pathlib.Path, rows: list[dict[str, Any]],
   Returns:
     The JSON content.
   """
-  summary: dict[str, Any] = metrics_lib.summarize(
-      {name: [r[name] for r in rows] for name in metrics_lib.METRIC_NAMES})
-  summary["metadata"] = metadata
+  summary = summarize(rows, metadata)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-  columns = (["seq_index", "name", "start", "sample", "num_frames"]
-             + list(metrics_lib.METRIC_NAMES))
+  columns = ["seq_index", "name", "start", "sample", "num_frames"] + [
+      n for n in rows[0] if n not in ("seq_index", "name", "start", "sample",
+                                      "num_frames")]
   with open(workdir / PER_SEQUENCE_FILE, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=columns)
     writer.writeheader()
@@ -172,6 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config, mesh.devices.size)
   sampler = config_sections.to_dataclass(
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
+  guidance = config_sections.to_dataclass(
+      guidance_lib.GuidanceConfig, config.guidance, "guidance")
   body = body_lib.from_config(config.body)
   model, params = checkpoints.load_denoiser_option(
       config.checkpoint, "config.checkpoint")
@@ -196,7 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # --- (3) Sample and score.
   eval_fn = evaluate_lib.make_eval_fn(
       sampler_lib.model_apply_fn(model), model.config.packed_dim, body,
-      sampler, config.num_samples, config.data.fps)
+      sampler, config.num_samples, config.data.fps, guidance=guidance)
   logging.info("eval %s: %s on split %r of %s, L=%d, %d sample(s) per window",
                config.variant, config.checkpoint, config.data.split, data_dir,
                seq_len, config.num_samples)
@@ -232,15 +260,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "fps": config.data.fps,
       "body": config.body.to_dict(),
       "sampler": config.sampler.to_dict(),
+      "guidance": config.guidance.to_dict(),
       "units": dict(metrics_lib.UNITS),
       "seconds": round(time.time() - t0, 2),
   }
   if jax.process_index() == 0:
     summary = write_results(workdir, rows, metadata)
   else:
-    summary = metrics_lib.summarize(
-        {n: [r[n] for r in rows] for n in metrics_lib.METRIC_NAMES})
-    summary["metadata"] = metadata
+    summary = summarize(rows, metadata)
   multihost_utils.sync_global_devices("eval: results written")
   logging.info("eval %s: %d windows × %d samples in %.1f s; %s",
                config.variant, metadata["num_windows"], config.num_samples,

@@ -134,6 +134,32 @@ def test_deterministic(first_run, model_dir, data_dir, tmp_path):
                                 _metric_table(_read_csv(workdir)))
 
 
+def test_guidance_is_paired_with_the_unguided_samples(first_run, model_dir,
+                                                       data_dir, tmp_path):
+  """Post guidance: the unguided columns are the guidance-off run's samples
+  (same keys), the change is reported per metric, and the jittery samples of
+  a random network come out smoother."""
+  workdir, _ = first_run
+  summary = eval_mode.run(
+      _config(model_dir, data_dir, **{"guidance.mode": "no_hands",
+                                      "guidance.iterations": 5}),
+      str(tmp_path / "guided"))
+  rows = _read_csv(tmp_path / "guided")
+  unguided = np.array([[float(r[evaluate_lib.UNGUIDED + n])
+                        for n in metrics.METRIC_NAMES] for r in rows])
+  mpjpe = metrics.METRIC_NAMES.index("mpjpe")
+  # The same sampler in a larger program: at most the float32 spread of two
+  # summation orders (see _JOINT_SPREAD_M), in mm.
+  np.testing.assert_allclose(unguided[:, mpjpe],
+                             _metric_table(_read_csv(workdir))[:, mpjpe],
+                             rtol=0, atol=1e3 * _JOINT_SPREAD_M)
+  assert set(summary["guidance_change"]) == set(metrics.METRIC_NAMES)
+  jitter = summary["guidance_change"]["jitter"]
+  assert jitter["windows"] == _WINDOWS
+  assert summary["jitter"]["mean"] < summary["unguided"]["jitter"]["mean"]
+  assert jitter["ci_high"] < 0
+
+
 def _gt_packed(batch):
   """The ground truth of output frames 1..L as a packed sample (B, 1, L, d)."""
   seq_len = batch["mask"].shape[1] - 1

@@ -1,0 +1,181 @@
+"""Guidance: each residual on hand-computed cases, the LM solver on problems
+with known answers, and what guiding a packed sample may change."""
+
+import jax
+import jax.numpy as jnp
+import jaxlie
+import numpy as np
+import pytest
+
+from motiongrpo_jax import geometry
+from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.guidance import optimize
+from motiongrpo_jax.guidance import residuals
+from motiongrpo_jax.model import packing
+
+L = 6
+BODY = body_model.builtin_body()
+CONFIG = residuals.GuidanceConfig(mode="no_hands")
+# float32 rounding of rotations composed a few times (|q| = 1): ~1e-6 rad.
+ATOL = 1e-5
+
+
+def _walk(step_x: float = 0.0):
+  """(L, 7) CPF poses moving `step_x` metres per frame along x."""
+  T = jnp.broadcast_to(jnp.array([1.0, 0, 0, 0, 0, 0, 1.6]), (L, 7))
+  return T.at[:, 4].set(step_x * jnp.arange(L))
+
+
+def _problem(quats, T_world_cpf, contacts=None, **kwargs):
+  if contacts is None:
+    contacts = jnp.ones((L, 21))
+  return residuals.make_problem(quats, jnp.zeros((L, 16)), contacts,
+                                T_world_cpf, BODY, **kwargs)
+
+
+def _pose(seed: int = 0, scale: float = 0.3):
+  """(21, 4) a random pose."""
+  delta = scale * jax.random.normal(jax.random.PRNGKey(seed), (21, 3))
+  return jaxlie.SO3.exp(delta).wxyz
+
+
+def test_a_still_body_costs_nothing():
+  """Constant pose, still head, δ = 0: every residual is exactly zero."""
+  quats = jnp.broadcast_to(_pose(), (L, 21, 4))
+  problem = _problem(quats, _walk(0.0))
+  terms = residuals.residuals(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
+  assert set(terms) == {"prior_rot", "prior_torso", "smooth_corr",
+                        "smooth_rot", "smooth_vel", "skate"}
+  for name, value in terms.items():
+    np.testing.assert_allclose(value, 0.0, atol=ATOL, err_msg=name)
+
+
+def test_skating_is_contact_times_foot_step():
+  """A rigid body gliding 1 cm per frame along x: the skate residual of a
+  foot joint is 30·c·(−0.01, 0, 0); smoothness stays zero."""
+  quats = jnp.broadcast_to(_pose(), (L, 21, 4))
+  contacts = jnp.zeros((L, 21)).at[:, residuals.FOOT_JOINTS[0] - 1].set(0.5)
+  problem = _problem(quats, _walk(0.01), contacts)
+  terms = residuals.residuals(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
+  expected = np.zeros((L - 1, 4, 3), np.float32)
+  expected[:, 0, 0] = 30.0 * 0.5 * -0.01
+  np.testing.assert_allclose(terms["skate"], expected, atol=ATOL)
+  for name in ("smooth_rot", "smooth_vel"):
+    np.testing.assert_allclose(terms[name], 0.0, atol=ATOL, err_msg=name)
+
+
+def test_rotation_terms_by_hand():
+  """Joint 3 turning 0.1 rad per frame about x; a correction δ on one frame.
+
+  smooth_rot = 1·(0.1, 0, 0) at that joint, smooth_vel = 0 (constant
+  angular velocity); prior_rot = −δ (log(q⁻¹q⁰) = log(exp(−δ))); the
+  correction's change is 10·(δ_t − δ_{t+1}) for a correction about one axis
+  that commutes with the joint's motion.
+  """
+  angles = 0.1 * jnp.arange(L)
+  joint3 = jaxlie.SO3.from_x_radians(angles).wxyz  # (L, 4)
+  quats = jnp.broadcast_to(jaxlie.SO3.identity().wxyz, (L, 21, 4))
+  quats = quats.at[:, 3].set(joint3)
+  problem = _problem(quats, _walk(0.0))
+  terms = residuals.residuals(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
+  expected = np.zeros((L - 1, 21, 3), np.float32)
+  expected[:, 3, 0] = 0.1
+  np.testing.assert_allclose(terms["smooth_rot"], expected, atol=ATOL)
+  np.testing.assert_allclose(terms["smooth_vel"], 0.0, atol=ATOL)
+
+  delta = jnp.zeros((L, 21, 3)).at[2, 3, 0].set(0.05)
+  terms = residuals.residuals(delta, problem, BODY, CONFIG)
+  np.testing.assert_allclose(terms["prior_rot"], -delta, atol=ATOL)
+  corr = np.zeros((L - 1, 21, 3), np.float32)
+  corr[1, 3, 0], corr[2, 3, 0] = 10.0 * (0 - 0.05), 10.0 * (0.05 - 0)
+  np.testing.assert_allclose(terms["smooth_corr"], corr, atol=ATOL)
+
+
+def test_invalid_frames_have_no_residuals():
+  quats = jnp.broadcast_to(_pose(), (L, 21, 4))
+  mask = jnp.arange(L) < 3
+  problem = _problem(quats, _walk(0.01), mask=mask)
+  delta = 0.1 * jnp.ones((L, 21, 3))
+  terms = residuals.residuals(delta, problem, BODY, CONFIG)
+  np.testing.assert_array_equal(terms["prior_rot"][3:], 0.0)
+  np.testing.assert_array_equal(terms["skate"][2:], 0.0)
+  np.testing.assert_array_equal(terms["smooth_vel"][1:], 0.0)
+
+
+def test_lm_reaches_the_least_squares_minimum():
+  """r(x) = A·x − b: LM ends at the normal equations' solution."""
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(12, 5)).astype(np.float32)
+  b = rng.normal(size=12).astype(np.float32)
+  x, costs = jax.jit(lambda: optimize.levenberg_marquardt(
+      lambda x: {"r": a @ x - b}, jnp.zeros(5), iterations=30,
+      cg_iterations=10))()
+  expected = np.linalg.lstsq(a.astype(np.float64), b, rcond=None)[0]
+  # cond(A) ≈ 3 here, so float32 CG lands within ~1e-5 of the solution.
+  np.testing.assert_allclose(x, expected, atol=1e-4)
+  minimum = 0.5 * np.sum((a @ expected - b) ** 2)
+  np.testing.assert_allclose(costs[-1], minimum, rtol=1e-4)
+
+
+def test_guidance_lowers_the_cost_monotonically_and_keeps_the_rest():
+  """A skating, jittery sample with hands: the LM cost never rises and ends
+  far below its start; betas, contacts and hands are untouched."""
+  key = jax.random.PRNGKey(1)
+  delta = 0.3 * jax.random.normal(key, (L, 21, 3))
+  rotmats = geometry.quat_to_matrix(jaxlie.SO3.exp(delta).wxyz)
+  hands = geometry.quat_to_matrix(jaxlie.SO3.exp(
+      0.2 * jax.random.normal(jax.random.fold_in(key, 1), (L, 30, 3))).wxyz)
+  betas = 0.1 * jax.random.normal(jax.random.fold_in(key, 2), (L, 16))
+  contacts = jax.random.uniform(jax.random.fold_in(key, 3), (L, 21))
+  x0 = packing.pack(betas, rotmats, contacts, hands)
+  T = _walk(0.02)
+
+  quats = geometry.matrix_to_quat(rotmats)
+  problem = residuals.make_problem(quats, betas, contacts, T, BODY)
+  start = residuals.cost(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
+  _, costs = jax.jit(lambda: optimize.levenberg_marquardt(
+      lambda d: residuals.residuals(d, problem, BODY, CONFIG),
+      jnp.zeros((L, 21, 3)), 10, CONFIG.cg_iterations))()
+  assert np.all(np.diff(np.concatenate([[start], costs])) <= 0)
+  assert costs[-1] < 0.5 * start
+
+  guided = jax.jit(lambda x: optimize.guide(x, T, BODY, CONFIG, 10))(x0)
+  before, after = (packing.unpack(x, True) for x in (x0, guided))
+  np.testing.assert_array_equal(after.hand_rotmats, before.hand_rotmats)
+  np.testing.assert_array_equal(after.betas, before.betas)
+  np.testing.assert_array_equal(after.contacts, before.contacts)
+  assert not np.allclose(after.body_rotmats, before.body_rotmats, atol=1e-3)
+  eye = np.broadcast_to(np.eye(3), after.body_rotmats.shape)
+  np.testing.assert_allclose(
+      np.swapaxes(after.body_rotmats, -1, -2) @ after.body_rotmats, eye,
+      atol=1e-5)
+
+
+def test_wrist_targets_pull_the_wrists():
+  """aria_wrist_only: targets 5 cm from the sampled wrists; guidance moves
+  the wrists most of the way (the priors hold the rest of the body)."""
+  config = residuals.GuidanceConfig(mode="aria_wrist_only")
+  quats = jnp.broadcast_to(_pose(scale=0.1), (L, 21, 4))
+  T = _walk(0.0)
+  joints = residuals.posed_joints(quats, jnp.zeros((L, 16)), T, BODY)
+  wrists = joints[:, jnp.array(residuals.WRIST_JOINTS)]
+  targets = wrists.at[..., 4:].add(jnp.array([0.0, 0.05, 0.0]))
+  problem = _problem(quats, T, jnp.zeros((L, 21)), wrists=targets)
+  delta = jax.jit(lambda: optimize.solve(problem, BODY, config, 20))()
+  moved = residuals.posed_joints(residuals.corrected_quats(delta, quats),
+                                 jnp.zeros((L, 16)), T, BODY)
+  error = jnp.linalg.norm(
+      moved[:, jnp.array(residuals.WRIST_JOINTS), 4:] - targets[..., 4:],
+      axis=-1)
+  assert float(error.max()) < 0.02
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("mode", "hands", "guidance.mode"),
+    ("iterations", 0, "guidance.iterations"),
+    ("weight_skate", -1.0, "guidance.weight_skate"),
+])
+def test_bad_options_name_themselves(field, value, match):
+  config = residuals.GuidanceConfig(**{field: value})
+  with pytest.raises(ValueError, match=match):
+    config.validate()
