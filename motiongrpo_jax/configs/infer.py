@@ -18,6 +18,7 @@ from ml_collections import config_dict
 
 from motiongrpo_jax import config_sections
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.guidance import residuals as guidance
 
 VARIANTS = ("default", "quick")
 
@@ -56,6 +57,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # #### Sampler (`diffusion/sampler.py` SamplerConfig: its fields,
   # EgoAllo's defaults and their comments) ####
   config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
+
+  # #### Guidance after sampling (`guidance/residuals.py` GuidanceConfig;
+  # "off" by default). With it on, outputs.npz holds the guided samples and
+  # the sampler's own under `unguided_*` ####
+  config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)
 
   # #### Rendering ####
   config.render = ml_collections.ConfigDict()

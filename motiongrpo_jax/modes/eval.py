@@ -108,8 +108,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      ">= 0 (0 = all)")
   config_sections.to_dataclass(
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
-  config_sections.to_dataclass(guidance_lib.GuidanceConfig, config.guidance,
-                               "guidance")
+  guidance = config_sections.to_dataclass(
+      guidance_lib.GuidanceConfig, config.guidance, "guidance")
+  if guidance.mode == "aria_wrist_only":
+    raise ValueError("config.guidance.mode='aria_wrist_only': the eval mode "
+                     "has no wrist estimates; use 'no_hands'")
   body_lib.check_config(config.body)
 
 

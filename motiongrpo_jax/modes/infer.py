@@ -17,8 +17,10 @@ Steps of `run`:
      (EgoAllo's blend), so a recording of any length is one rollout. Sample s
      uses the key fold_in(key(seed), s), so it does not depend on
      `num_samples`.
-  4. Pose each sample (`pose_samples`): rotations projected onto SO(3), the
-     pelvis placed so that the posed body's CPF is the input CPF pose.
+  4. With `config.guidance.mode` on, guide each sample after sampling
+     (EgoAllo's "post" guidance, `guidance/`). Pose each sample
+     (`pose_samples`): rotations projected onto SO(3), the pelvis placed so
+     that the posed body's CPF is the input CPF pose.
   5. Write `WORKDIR/outputs.npz` (atomically) and render
      `WORKDIR/motion.<config.render.kind>` (`motiongrpo_jax.render`).
 
@@ -41,6 +43,8 @@ NOT shifted by the floor; z up, metres, quaternions wxyz):
   floor_z           ()             floor height
   fps               ()             frame rate
   metadata          ()             JSON string (input, checkpoint, sampler…)
+With guidance, the sample fields hold the guided samples and
+`unguided_<field>` the sampler's own.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ from motiongrpo_jax.body import skeleton
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.guidance import optimize as guidance_optimize
+from motiongrpo_jax.guidance import residuals as guidance_lib
 from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.model import params_io
@@ -149,6 +155,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   body_lib.check_config(config.body)
   config_sections.to_dataclass(
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
+  guidance = config_sections.to_dataclass(
+      guidance_lib.GuidanceConfig, config.guidance, "guidance")
+  if guidance.mode == "aria_wrist_only":
+    raise ValueError("config.guidance.mode='aria_wrist_only': infer does not "
+                     "read wrist_and_palm_poses.csv yet; use 'no_hands'")
 
 
 def check_denoiser_checkpoint(path: str) -> str:
@@ -341,18 +352,22 @@ def pose_samples(x0: jax.Array, Ts_world_cpf: jax.Array,
 
 
 def make_infer_fn(model: denoiser_lib.Denoiser,
-                  config: sampler_lib.SamplerConfig,
-                  num_samples: int) -> Callable[..., PosedSamples]:
+                  config: sampler_lib.SamplerConfig, num_samples: int,
+                  guidance: guidance_lib.GuidanceConfig | None = None
+                  ) -> Callable[..., dict[str, PosedSamples]]:
   """The jitted sample-and-pose program of a model.
 
   Args:
     model: the denoiser.
     config: sampler options (windows for long inputs).
     num_samples: S.
+    guidance: post-sampling guidance (None or mode "off": none).
 
   Returns:
-    fn(params, Ts_world_cpf (N, 7), floor_z (), key, body) -> PosedSamples
-    of T = N − 1 frames; one compilation per input length.
+    fn(params, Ts_world_cpf (N, 7), floor_z (), key, body) ->
+    {"": PosedSamples} of T = N − 1 frames, with guidance also
+    {"unguided_": the sampler's own samples}; one compilation per input
+    length.
   """
   apply_fn = sampler_lib.model_apply_fn(model)
   dim = model.config.packed_dim
@@ -370,7 +385,12 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(
         jnp.arange(num_samples))
     x0 = jax.vmap(one)(keys)  # shape [S, T, d]
-    return pose_samples(x0, Ts_world_cpf[1:], body)
+    if guidance is None or not guidance.enabled:
+      return {"": pose_samples(x0, Ts_world_cpf[1:], body)}
+    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance,
+                                     guidance.iterations)
+    return {"": pose_samples(guided, Ts_world_cpf[1:], body),
+            "unguided_": pose_samples(x0, Ts_world_cpf[1:], body)}
 
   return fn
 
@@ -400,6 +420,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   validate(config)
   sampler = config_sections.to_dataclass(
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
+  guidance = config_sections.to_dataclass(
+      guidance_lib.GuidanceConfig, config.guidance, "guidance")
   kind = check_denoiser_checkpoint(config.checkpoint)
 
   # --- (2) Input.
@@ -419,7 +441,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   logging.info("infer: %s (%d frames, floor z %.3f from %s), %s, %d sample(s)",
                trajectory.source, num_frames, trajectory.floor_z,
                trajectory.floor_source, config.checkpoint, config.num_samples)
-  infer_fn = make_infer_fn(model, sampler, config.num_samples)
+  infer_fn = make_infer_fn(model, sampler, config.num_samples, guidance)
   t1 = time.time()
   posed = infer_fn(params, jnp.asarray(trajectory.Ts_world_cpf, jnp.float32),
                    jnp.asarray(trajectory.floor_z, jnp.float32),
@@ -444,11 +466,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "body": config.body.to_dict(),
       "seed": config.seed,
       "sampler": {k: config.sampler[k] for k in config.sampler},
+      "guidance": config.guidance.to_dict(),
       "sample_seconds": round(sample_seconds, 2),
   }
   arrays = {
       "Ts_world_cpf": np.asarray(trajectory.Ts_world_cpf[1:], np.float32),
-      **{k: np.asarray(v, np.float32) for k, v in posed._asdict().items()},
+      **{prefix + k: np.asarray(v, np.float32)
+         for prefix, one in posed.items() for k, v in one._asdict().items()},
       "timestamps_ns": trajectory.timestamps_ns[1:].astype(np.int64),
       "floor_z": np.float32(trajectory.floor_z),
       "fps": np.float32(config.fps),

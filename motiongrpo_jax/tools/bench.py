@@ -14,8 +14,8 @@ reported beside it.
 Subcommands are registered with `@subcommand(name, help)` on a function
 `run(args) -> dict`, with an optional `add_arguments(parser)`; adding a
 benchmark is one such function (`bench_lib.py`): `sampler` (`bench_sampler.py`), `pretrain_step`,
-`critic_step` (`bench_train.py`), `grpo_step`, `scaling` (`bench_grpo.py`)
-and `profile` (`bench_profile.py`). Every subcommand takes
+`critic_step` (`bench_train.py`), `grpo_step`, `scaling` (`bench_grpo.py`),
+`guidance` (`bench_guidance.py`) and `profile` (`bench_profile.py`). Every subcommand takes
 `--size=tiny|demo|default` (tiny: a toy model, for tests only).
 
 On a machine shared with other jobs the wall-clock peak and wall times
@@ -51,6 +51,7 @@ import sys
 
 # Each benchmark module registers its subcommands on import.
 from motiongrpo_jax.tools import bench_grpo  # pylint: disable=unused-import
+from motiongrpo_jax.tools import bench_guidance  # pylint: disable=unused-import
 from motiongrpo_jax.tools import bench_profile  # pylint: disable=unused-import
 from motiongrpo_jax.tools import bench_sampler  # pylint: disable=unused-import
 from motiongrpo_jax.tools import bench_train  # pylint: disable=unused-import

@@ -51,7 +51,7 @@ def _sampler_arguments(parser: argparse.ArgumentParser) -> None:
                       "against the jitted `lax.scan` rollout.")
 
 
-def _denoiser_config(size: str, hands: bool, matmul_dtype: str):
+def denoiser_config(size: str, hands: bool, matmul_dtype: str):
   if size == "default":
     return DenoiserConfig(include_hands=hands, matmul_dtype=matmul_dtype)
   if size == "tiny":
@@ -63,7 +63,7 @@ def _denoiser_config(size: str, hands: bool, matmul_dtype: str):
                         include_hands=hands, matmul_dtype=matmul_dtype)
 
 
-def _walking_head(batch: int, num_poses: int, seed: int) -> np.ndarray:
+def walking_head(batch: int, num_poses: int, seed: int) -> np.ndarray:
   """A plausible head trajectory: walking along +x at 1.2 m/s, 30 fps."""
   rng = np.random.default_rng(seed)
   k = np.arange(num_poses)
@@ -109,7 +109,7 @@ SAMPLER_MODES = {
 }
 
 
-def _sampler_modes(mode: str):
+def sampler_mode(mode: str):
   matmul_dtype, non_redundant = SAMPLER_MODES[mode]
   return matmul_dtype, sampler.SamplerConfig(
       return_means=False, non_redundant_windows=non_redundant)
@@ -125,10 +125,10 @@ def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             _sampler_arguments)
 def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
 
-  matmul_dtype, config = _sampler_modes(args.mode)
-  model = Denoiser(_denoiser_config(args.size, bool(args.hands), matmul_dtype))
+  matmul_dtype, config = sampler_mode(args.mode)
+  model = Denoiser(denoiser_config(args.size, bool(args.hands), matmul_dtype))
   batch, seq_len = args.batch, args.seq_len
-  Ts = jnp.asarray(_walking_head(batch, seq_len + 1, args.seed))
+  Ts = jnp.asarray(walking_head(batch, seq_len + 1, args.seed))
   cond = sampler.sampler_condition(Ts, jnp.zeros((batch,), jnp.float32))
   dim = model.config.packed_dim
   params = jax.jit(model.init)(
@@ -209,7 +209,7 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   if args.accuracy:
     exact_model = Denoiser(dataclasses.replace(model.config,
                                                matmul_dtype="float32"))
-    _, exact_config = _sampler_modes("exact")
+    _, exact_config = sampler_mode("exact")
     ours = np.asarray(compiled(params, cond, key=key).xs[-1])
     exact = np.asarray(sampler.make_rollout_fn(
         sampler.model_apply_fn(exact_model), exact_config,

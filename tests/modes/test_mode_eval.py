@@ -318,6 +318,9 @@ def test_config_checks(model_dir, data_dir):
       ("num_samples", 0, "num_samples"), ("data.seq_len", 3, "seq_len"),
       ("data.partial", "keep", "partial"), ("data.batch_size", 0, "batch_size"),
       ("sampler.update", "euler", "config.sampler"),
-      ("sampler.update", "egoallo", "config.sampler.*σ too large")]:
+      ("sampler.update", "egoallo", "config.sampler.*σ too large"),
+      ("guidance.mode", "hands", "config.guidance.mode"),
+      ("guidance.mode", "aria_wrist_only", "config.guidance.mode.*no wrist"),
+      ("guidance.cg_iterations", 0, "config.guidance.cg_iterations")]:
     with pytest.raises(ValueError, match=match):
       eval_mode.validate(_config(model_dir, data_dir, **{key: value}))

@@ -36,7 +36,7 @@ def _positive(value):
 
 def test_bench_registry_has_every_subcommand():
   assert {"sampler", "pretrain_step", "critic_step", "grpo_step", "scaling",
-          "profile"} <= set(bench.SUBCOMMANDS)
+          "guidance", "profile"} <= set(bench.SUBCOMMANDS)
 
 
 def test_bench_sampler_tiny_compare_loop():
@@ -83,6 +83,14 @@ def test_bench_scaling_tiny():
       3, 8, 2)
   assert point["update_xla_temp_bytes"] > 0 and point["rollout_s"] > 0
   assert not any(k.startswith("fit_") for k in r)
+
+
+def test_bench_guidance_tiny():
+  r = _run(["guidance", "--size=tiny", "--seq_len=8", "--iterations=2",
+            "--repeats=1"])
+  assert _positive(r["guidance_seconds_per_window"])
+  assert r["guidance_over_sampler"] == pytest.approx(
+      r["guidance_seconds_per_batch"] / r["sampler_seconds_per_batch"])
 
 
 def test_bench_profile_tiny_polar():
