@@ -153,7 +153,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
                 for k, v in score_samples(x0, batch, body, fps).items()}
       x0 = guidance_lib.guide(
           x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
-          guidance.iterations, mask=output_mask(batch["mask"])[:, None])
+          mask=output_mask(batch["mask"])[:, None])
     values.update(score_samples(x0, batch, body, fps))
     if extra_scores is not None:
       values.update(extra_scores(x0, batch, extra_params))

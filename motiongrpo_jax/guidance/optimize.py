@@ -67,18 +67,17 @@ def levenberg_marquardt(residual_fn, x0: jax.Array, iterations: int,
 
 
 def solve(problem: residuals_lib.Problem, body: body_model.BodyModel,
-          config: residuals_lib.GuidanceConfig, iterations: int
-          ) -> jax.Array:
-  """(L, 21, 3) corrections δ after `iterations` LM steps from δ = 0."""
+          config: residuals_lib.GuidanceConfig) -> jax.Array:
+  """(L, 21, 3) corrections δ after `config.iterations` LM steps from 0."""
   delta, _ = levenberg_marquardt(
       lambda delta: residuals_lib.residuals(delta, problem, body, config),
       jnp.zeros(problem.body_quats.shape[:-1] + (3,), jnp.float32),
-      iterations, config.cg_iterations)
+      config.iterations, config.cg_iterations)
   return delta
 
 
 def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
-          config: residuals_lib.GuidanceConfig, iterations: int,
+          config: residuals_lib.GuidanceConfig,
           mask: jax.Array | None = None, wrists: jax.Array | None = None,
           wrist_mask: jax.Array | None = None) -> jax.Array:
   """Guided packed samples: body rotations optimised, the rest unchanged.
@@ -92,7 +91,6 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
       the leading axes of x0).
     body: the body model.
     config: guidance options.
-    iterations: LM iterations.
     mask: (..., L) valid frames, or None.
     wrists: (..., L, 2, 7) wrist targets (`aria_wrist_only`), or None.
     wrist_mask: (..., L, 2) valid wrist targets, or None.
@@ -121,7 +119,7 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
     problem = residuals_lib.make_problem(q, betas, contacts, T, body, m,
                                          *wrist_targets)
     return residuals_lib.corrected_quats(
-        solve(problem, body, config, iterations), q)
+        solve(problem, body, config), q)
 
   guided = jax.vmap(one)(*inputs).reshape(quats.shape)
   return packing.pack(fields.betas, geometry.quat_to_matrix(guided),

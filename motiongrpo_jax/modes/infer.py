@@ -387,8 +387,7 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     x0 = jax.vmap(one)(keys)  # shape [S, T, d]
     if guidance is None or not guidance.enabled:
       return {"": pose_samples(x0, Ts_world_cpf[1:], body)}
-    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance,
-                                     guidance.iterations)
+    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance)
     return {"": pose_samples(guided, Ts_world_cpf[1:], body),
             "unguided_": pose_samples(x0, Ts_world_cpf[1:], body)}
 

@@ -55,8 +55,7 @@ def bench_guidance(args: argparse.Namespace) -> dict[str, Any]:
   guidance = residuals.GuidanceConfig(mode="no_hands",
                                       iterations=args.iterations)
   body = body_model.builtin_body()
-  guide = jax.jit(lambda x, T: optimize.guide(x, T, body, guidance,
-                                              guidance.iterations))
+  guide = jax.jit(lambda x, T: optimize.guide(x, T, body, guidance))
   program = bench_lib.compile_program(guide, x0, Ts[:, 1:])
   guiding = bench_lib.time_calls(
       lambda: program.compiled(x0, Ts[:, 1:]), args.repeats)

@@ -1,6 +1,8 @@
 """Guidance: each residual on hand-computed cases, the LM solver on problems
 with known answers, and what guiding a packed sample may change."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import jaxlie
@@ -139,7 +141,8 @@ def test_guidance_lowers_the_cost_monotonically_and_keeps_the_rest():
   assert np.all(np.diff(np.concatenate([[start], costs])) <= 0)
   assert costs[-1] < 0.5 * start
 
-  guided = jax.jit(lambda x: optimize.guide(x, T, BODY, CONFIG, 10))(x0)
+  ten = dataclasses.replace(CONFIG, iterations=10)
+  guided = jax.jit(lambda x: optimize.guide(x, T, BODY, ten))(x0)
   before, after = (packing.unpack(x, True) for x in (x0, guided))
   np.testing.assert_array_equal(after.hand_rotmats, before.hand_rotmats)
   np.testing.assert_array_equal(after.betas, before.betas)
@@ -161,7 +164,7 @@ def test_wrist_targets_pull_the_wrists():
   wrists = joints[:, jnp.array(residuals.WRIST_JOINTS)]
   targets = wrists.at[..., 4:].add(jnp.array([0.0, 0.05, 0.0]))
   problem = _problem(quats, T, jnp.zeros((L, 21)), wrists=targets)
-  delta = jax.jit(lambda: optimize.solve(problem, BODY, config, 20))()
+  delta = jax.jit(lambda: optimize.solve(problem, BODY, config))()
   moved = residuals.posed_joints(residuals.corrected_quats(delta, quats),
                                  jnp.zeros((L, 16)), T, BODY)
   error = jnp.linalg.norm(
