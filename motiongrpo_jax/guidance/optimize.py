@@ -43,8 +43,7 @@ def levenberg_marquardt(residual_fn, x0: jax.Array, iterations: int,
     (x, costs): the result and the cost after each iteration (iterations,).
   """
   def cost(x):
-    return 0.5 * sum(jnp.sum(jnp.square(r))
-                     for r in jax.tree.leaves(residual_fn(x)))
+    return residuals_lib.half_squared_norm(residual_fn(x))
 
   def step(carry, _):
     x, lam, current = carry

@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import jaxlie
+import optax
 
 from motiongrpo_jax.body import model as body_model
 from motiongrpo_jax.body import skeleton
@@ -115,9 +116,8 @@ def posed_joints(body_quats: jax.Array, betas: jax.Array,
                  ) -> jax.Array:
   """(L, 22, 7) world poses of the pelvis and body joints, pelvis from CPF."""
   T_world_root = body.T_world_root_from_cpf(betas, T_world_cpf, body_quats)
-  return body.forward_kinematics(betas, T_world_root,
-                                 body_quats)[..., :skeleton.NUM_BODY_JOINTS + 1,
-                                             :]
+  joints = body.forward_kinematics(betas, T_world_root, body_quats)
+  return joints[..., :skeleton.NUM_BODY_JOINTS + 1, :]
 
 
 def make_problem(body_quats: jax.Array, betas: jax.Array,
@@ -183,10 +183,11 @@ def residuals(delta: jax.Array, problem: Problem,
   def frames(x, m):  # m (T,) broadcast over joints and xyz
     return x * m[:, None, None]
 
+  def step(so3):  # a_t⁻¹·a_{t+1} along frames
+    return jaxlie.SO3(so3.wxyz[:-1]).inverse() @ jaxlie.SO3(so3.wxyz[1:])
+
   correction = q.inverse() @ q0
-  relative = jaxlie.SO3(q.wxyz[:-1]).inverse() @ jaxlie.SO3(q.wxyz[1:])
-  step = lambda so3: jaxlie.SO3(so3.wxyz[:-1]).inverse() @ jaxlie.SO3(  # pylint: disable=unnecessary-lambda-assignment
-      so3.wxyz[1:])
+  relative = step(q)
   feet = jnp.array(FOOT_JOINTS)
   out = {
       "prior_rot": config.weight_prior_rot * frames(correction.log(), valid),
@@ -215,5 +216,9 @@ def residuals(delta: jax.Array, problem: Problem,
 def cost(delta: jax.Array, problem: Problem, body: body_model.BodyModel,
          config: GuidanceConfig) -> jax.Array:
   """½·Σ residual², the objective LM minimises."""
-  terms = residuals(delta, problem, body, config)
-  return 0.5 * sum(jnp.sum(jnp.square(r)) for r in terms.values())
+  return half_squared_norm(residuals(delta, problem, body, config))
+
+
+def half_squared_norm(terms) -> jax.Array:
+  """½·Σ r² over a pytree of residual arrays."""
+  return 0.5 * optax.tree.norm(terms, squared=True)

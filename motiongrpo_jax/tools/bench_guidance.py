@@ -41,10 +41,7 @@ def bench_guidance(args: argparse.Namespace) -> dict[str, Any]:
                                               args.seed))
   cond = sampler.sampler_condition(Ts, jnp.zeros((args.batch,), jnp.float32))
   dim = model.config.packed_dim
-  params = jax.jit(model.init)(
-      jax.random.key(args.seed), jnp.zeros((1, 8, dim)),
-      jnp.ones((1,), jnp.int32), cond.T_world_cpf[:1, :8],
-      cond.T_cpf_tm1_cpf_t[:1, :8])["params"]
+  params = bench_sampler.init_params(model, cond, args.seed)
   rollout = sampler.make_rollout_fn(sampler.model_apply_fn(model), config,
                                     packed_dim=dim)
   key = jax.random.key(args.seed + 1)

@@ -75,6 +75,14 @@ def walking_head(batch: int, num_poses: int, seed: int) -> np.ndarray:
   return poses
 
 
+def init_params(model, cond, seed: int):
+  """Random parameters of `model` for a condition's feature sizes."""
+  dim = model.config.packed_dim
+  return jax.jit(model.init)(
+      jax.random.key(seed), jnp.zeros((1, 8, dim)), jnp.ones((1,), jnp.int32),
+      cond.T_world_cpf[:1, :8], cond.T_cpf_tm1_cpf_t[:1, :8])["params"]
+
+
 def _sampler_program(model, config, batch, seq_len, params, cond):
   dim = model.config.packed_dim
   fn = sampler.make_rollout_fn(sampler.model_apply_fn(model), config,
@@ -131,10 +139,7 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   Ts = jnp.asarray(walking_head(batch, seq_len + 1, args.seed))
   cond = sampler.sampler_condition(Ts, jnp.zeros((batch,), jnp.float32))
   dim = model.config.packed_dim
-  params = jax.jit(model.init)(
-      jax.random.key(args.seed), jnp.zeros((1, 8, dim)),
-      jnp.ones((1,), jnp.int32), cond.T_world_cpf[:1, :8],
-      cond.T_cpf_tm1_cpf_t[:1, :8])["params"]
+  params = init_params(model, cond, args.seed)
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
   exact_params = params
 
