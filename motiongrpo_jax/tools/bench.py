@@ -34,13 +34,16 @@ monotonic over the process).
 `sampler` modes:
   * exact: EgoAllo's sampler with fp32 matmuls and EgoAllo's windows (the
     golden-parity configuration).
-  * fast: bf16 matmul inputs with fp32 accumulation (biases, norms,
-    activations, softmax, the SVD and the update stay fp32; kernels are
-    stored in bf16 once) and non-redundant windows (a window that adds no new
-    frame is skipped: L = 128 runs one 129-token forward per step instead of
-    two). `--accuracy` reports its deviation from exact with the same params
-    and noise.
-  * bf16, windows: each half of fast alone.
+  * fast: bf16 matmul inputs with fp32 accumulation only where this
+    backend runs them clearly faster (`model/precision.py` times one product
+    in both precisions at start-up; the JSON's `precision_probe` gives its
+    rates and choice; biases, norms, activations, softmax and the update stay
+    fp32; kernels are stored in bf16 once), non-redundant windows (a window
+    that adds no new frame is skipped: L = 128 runs one 129-token forward per
+    step instead of two) and the Newton polar projection instead of batched
+    3×3 SVDs (the same matrix to ~1e-6). `--accuracy` reports its deviation
+    from exact with the same params and noise.
+  * bf16, windows, polar: each part of fast alone.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from motiongrpo_jax.model import precision
+
 
 # --- Subcommand registry. ---
 
@@ -80,18 +82,14 @@ def matmul_peak_gflops(dtype: str = "float32", size: int = 2048,
   Returns:
     {"xla": GFLOP/s, "numpy": GFLOP/s (fp32 only), "best": the max}.
   """
-  flops = 2.0 * size**3
-  key_a, key_b = jax.random.split(jax.random.key(0))
-  jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-  a = jax.random.normal(key_a, (size, size), jnp.float32).astype(jdtype)
-  b = jax.random.normal(key_b, (size, size), jnp.float32).astype(jdtype)
-  product = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-  jax.block_until_ready(product(a, b))
-  rates = {"xla": flops / min(best_time(lambda: product(a, b), repeats)) / 1e9}
+  rates = {"xla": precision.matmul_gflops(dtype, (size, size, size), repeats)}
   if dtype == "float32":
-    a_np, b_np = np.asarray(a), np.asarray(b)
+    rng = np.random.default_rng(0)
+    a_np, b_np = (rng.standard_normal((size, size), np.float32)
+                  for _ in range(2))
     a_np @ b_np
-    rates["numpy"] = flops / min(best_time(lambda: a_np @ b_np, repeats)) / 1e9
+    rates["numpy"] = (2.0 * size**3 / min(best_time(lambda: a_np @ b_np,
+                                                    repeats)) / 1e9)
   rates["best"] = max(rates.values())
   return rates
 

@@ -16,6 +16,7 @@ import numpy as np
 from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.diffusion import windows
 from motiongrpo_jax.model import packing
+from motiongrpo_jax.model import precision
 from motiongrpo_jax.model.denoiser import cast_kernels
 from motiongrpo_jax.model.denoiser import Denoiser
 from motiongrpo_jax.model.denoiser import DenoiserConfig
@@ -36,8 +37,9 @@ def _sampler_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seq_len", type=int, default=128,
                       help="frames L (the head trajectory has L+1 poses).")
   parser.add_argument("--mode", choices=tuple(SAMPLER_MODES), default="exact",
-                      help="exact | fast (bf16 matmuls + non-redundant "
-                      "windows) | bf16 | windows (each part of fast alone).")
+                      help="exact | fast (bf16 matmuls where this backend runs "
+                      "them faster, non-redundant windows, polar projection)"
+                      " | bf16 | windows | polar (each part of fast alone).")
   parser.add_argument("--hands", type=int, choices=(0, 1), default=1,
                       help="model with hands (d = 496) or without (226).")
   parser.add_argument("--repeats", type=int, default=3)
@@ -107,20 +109,25 @@ def _sampler_program(model, config, batch, seq_len, params, cond):
   return compiled, total_flops, compile_s
 
 
-# mode -> (matmul dtype, non-redundant windows).
+# mode -> (matmul dtype, sampler options). "auto": `model/precision.py`'s
+# probe picks bf16 only where this backend runs it clearly faster.
 SAMPLER_MODES = {
-    "exact": ("float32", False),
-    "fast": ("bfloat16", True),
-    # The two parts of "fast" alone, to attribute its speed and accuracy.
-    "bf16": ("bfloat16", False),
-    "windows": ("float32", True),
+    "exact": ("float32", {}),
+    "fast": ("auto", {"non_redundant_windows": True,
+                      "rotation_projection": "polar"}),
+    # The parts of "fast" alone, to attribute its speed and accuracy.
+    "bf16": ("bfloat16", {}),
+    "windows": ("float32", {"non_redundant_windows": True}),
+    "polar": ("float32", {"rotation_projection": "polar"}),
 }
 
 
 def sampler_mode(mode: str):
-  matmul_dtype, non_redundant = SAMPLER_MODES[mode]
-  return matmul_dtype, sampler.SamplerConfig(
-      return_means=False, non_redundant_windows=non_redundant)
+  """(matmul dtype, SamplerConfig) of a mode, "auto" resolved."""
+  matmul_dtype, options = SAMPLER_MODES[mode]
+  if matmul_dtype == "auto":
+    matmul_dtype = precision.fast_matmul_dtype()
+  return matmul_dtype, sampler.SamplerConfig(return_means=False, **options)
 
 
 def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,6 +181,9 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
       "size": args.size,
       "mode": args.mode,
       "matmul_dtype": matmul_dtype,
+      # Why: the probe's bf16 vs fp32 rates ("auto" modes only).
+      **({"precision_probe": precision.probe()}
+         if SAMPLER_MODES[args.mode][0] == "auto" else {}),
       "batch": batch,
       "seq_len": seq_len,
       "packed_dim": dim,

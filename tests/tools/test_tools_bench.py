@@ -109,3 +109,16 @@ def test_line_fit_recovers_an_exact_line():
   # Hand-computed: slope 0.8, intercept 0.5, R² = 3.2 / 5 = 0.64.
   assert (noisy["slope"], noisy["intercept"]) == pytest.approx((0.8, 0.5))
   assert noisy["r2"] == pytest.approx(0.64)
+
+
+def test_bench_sampler_fast_reports_its_precision_choice():
+  r = _run(["sampler", "--size=tiny", "--batch=1", "--seq_len=8",
+            "--repeats=1", "--mode=fast", "--hands=0", "--accuracy"])
+  probe = r["precision_probe"]
+  assert r["matmul_dtype"] == probe["choice"]
+  assert _positive(probe["float32_gflops"]) and _positive(
+      probe["bfloat16_gflops"])
+  # Polar projection alone (in fp32) is the same matrix as the SVD to ~1e-6;
+  # with bf16 the tiny model's sample moves further but stays bounded.
+  bound = 1e-3 if r["matmul_dtype"] == "float32" else 0.5
+  assert r["accuracy_vs_exact"]["max_abs_diff"] < bound
