@@ -2,6 +2,10 @@
 
 from setuptools import find_packages, setup
 
+# Aria MPS files and device calibrations through projectaria-tools
+# (`data/aria_tools.py`); without it the built-in readers are used.
+ARIA = ["projectaria-tools>=2.0"]
+
 setup(
     name="motiongrpo_jax",
     version="0.1.0",
@@ -40,8 +44,10 @@ setup(
         "imageio-ffmpeg>=0.5",
     ],
     extras_require={
-        # nbclient, nbformat, ipykernel: the notebooks run headless in the suite.
+        "aria": ARIA,
+        # nbclient, nbformat, ipykernel: the notebooks run headless in the
+        # suite; the Aria readers are tested both ways.
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "nbclient>=0.10",
-                 "nbformat>=5.10", "ipykernel>=6.29"],
+                 "nbformat>=5.10", "ipykernel>=6.29"] + ARIA,
     },
 )

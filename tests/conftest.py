@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+from motiongrpo_jax.data import aria
+from motiongrpo_jax.data import aria_hands
 from motiongrpo_jax.data import records
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.model import denoiser
@@ -132,3 +134,68 @@ def save_tiny_base(root: pathlib.Path, *, num_frames: int,
       root / "data")
   save_tiny_denoiser(root / "model", encoder_layers=encoder_layers)
   return root
+
+
+def write_trajectory_csv(path: pathlib.Path, timestamps_us: np.ndarray,
+                         T_world_device: np.ndarray,
+                         columns: tuple[str, ...] = aria.TRAJECTORY_COLUMNS
+                         ) -> pathlib.Path:
+  """A closed_loop_trajectory.csv with MPS's column names (x, y, z, w).
+
+  Only the columns our reader needs (projectaria-tools' reader wants all of
+  MPS's, so "auto" reads it with ours).
+
+  Args:
+    path: the file to write.
+    timestamps_us: (N,) device times.
+    T_world_device: (N, 7) `wxyz_xyz`.
+    columns: the columns written (drop one to spoil the file).
+  """
+  header = aria.TRAJECTORY_COLUMNS
+  lines = ["graph_uid," + ",".join(columns) + ",quality_score"]
+  for t, (w, x, y, z, tx, ty, tz) in zip(timestamps_us, T_world_device):
+    values = dict(zip(header[1:], [tx, ty, tz, x, y, z, w]))
+    values[header[0]] = int(t)
+    lines.append("g," + ",".join(
+        str(values[c]) if c == header[0] else f"{float(values[c]):.12g}"
+        for c in columns) + ",1")
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def write_wrist_csv(path: pathlib.Path, timestamps_us: np.ndarray,
+                    confidence: np.ndarray, wrist_device: np.ndarray,
+                    palm_device: np.ndarray, normals: bool = True
+                    ) -> pathlib.Path:
+  """A wrist_and_palm_poses.csv in MPS's format (columns and their order).
+
+  A side with confidence ≤ 0 is written as MPS writes a missing hand: zero
+  positions and normals. Normals (when written) are made-up unit vectors.
+
+  Args:
+    path: the file to write.
+    timestamps_us: (N,) device times.
+    confidence: (N, 2) left, right.
+    wrist_device: (N, 2, 3) wrist positions in the device frame.
+    palm_device: (N, 2, 3) palm positions.
+    normals: write the normal columns (MPS hand tracking v2 files).
+  """
+  columns = aria_hands.POSE_COLUMNS + (aria_hands.NORMAL_COLUMNS
+                                       if normals else ())
+  present = (np.asarray(confidence) > 0)[..., None]
+  wrist = np.where(present, wrist_device, 0.0)
+  palm = np.where(present, palm_device, 0.0)
+  unit = palm / np.maximum(np.linalg.norm(palm, axis=-1, keepdims=True),
+                           1e-9)
+  lines = [",".join(columns)]
+  for i, t in enumerate(timestamps_us):
+    row = [str(int(t))]
+    for side in range(2):
+      row += [repr(float(confidence[i, side]))]
+      row += [repr(float(v)) for v in (*wrist[i, side], *palm[i, side])]
+    if normals:  # per side palm then wrist normal
+      row += [repr(float(v)) for side in range(2)
+              for v in (*unit[i, side], *-unit[i, side])]
+    lines.append(",".join(row))
+  path.write_text("\n".join(lines) + "\n")
+  return path

@@ -17,6 +17,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.data import aria
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.guidance import residuals as guidance
 
@@ -49,8 +50,20 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # Floor height in the input's world frame; None = from the input (the MPS
   # points, or the npz's `floor_z`; otherwise 1.6 m below the head).
   config.floor_z = config_dict.placeholder(float)
-  # Aria only: the CPF in the device frame, "gen1_dvt_s" or "gen1_dvt_l".
-  config.aria_device = "gen1_dvt_s"
+  # Aria only: the CPF in the device frame, "gen1_dvt_s" or "gen1_dvt_l"
+  # (Gen 1 CAD values); not used with `aria_calibration`.
+  config.aria_device = aria.DEFAULT_DEVICE
+  # Aria only: reader of the MPS files: "auto" (projectaria-tools when
+  # installed, `pip install .[aria]`, and able to read the file; else the
+  # built-in one), "projectaria_tools" or "builtin".
+  config.aria_reader = aria.DEFAULT_READER
+  # Aria only: the recording's VRS file or its factory calibration JSON;
+  # when set, `T_device_cpf` is its device calibration's (projectaria-tools).
+  config.aria_calibration = ""
+  # Aria only, with `aria_calibration`: the CPF aligned to the unit's
+  # calibrated camera positions (projectaria-tools' SVD CPF) instead of the
+  # CAD value of its subtype.
+  config.aria_use_svd = False
   # Body model (use the body the dataset was built with).
   config.body = config_sections.body()
 

@@ -9,11 +9,28 @@ Inputs (an MPS output folder, `slam/` in the current layout or the older
   z is up.
 - `semidense_points.csv.gz` (older name `global_points.csv.gz`): world
   points `p{x,y,z}_world` with `inv_dist_std`, `dist_std` confidences.
+- Optionally the recording's VRS file or its factory calibration JSON, for
+  `T_device_cpf` (needs projectaria-tools).
+- Wrist estimates (`hand_tracking/wrist_and_palm_poses.csv`): `aria_hands`.
+
+Readers (`reader`): "projectaria_tools" reads the files with
+projectaria-tools' MPS readers (`pip install .[aria]`, `aria_tools`),
+"builtin" with the CSV reader here; "auto" uses projectaria-tools when it is
+installed and reads the whole file, the built-in reader otherwise (files
+without MPS's optional columns, a gzipped trajectory, and bad input, whose
+error the built-in reader names by file, column and row). They give the
+same values to float64 rounding (`tests/data/test_aria_tools.py`), except
+that projectaria-tools keeps the point stds as float32 (a std written as
+exactly a filter's bound may pass there: the sample's floor moves 5e-7 m)
+and normalises quaternions that the built-in reader rejects as non-unit.
 
 The CPF (central pupil frame: +x left, +y up, +z forward) is
-`T_world_cpf = T_world_device @ T_device_cpf` with the Aria Gen 1 CAD value
-(`shared/reference/aria_cpf.md`; DVT-S by default, DVT-L or any pose on
-request). Poses are resampled on their timestamps to 30 fps (slerp + lerp).
+`T_world_cpf = T_world_device @ T_device_cpf`: from the device calibration
+when one is given (the CAD value of that unit's subtype, or with `use_svd`
+the CPF aligned to its calibrated camera positions), otherwise the Aria
+Gen 1 CAD value (`shared/reference/aria_cpf.md`; DVT-S by default, DVT-L or
+any pose on request). Poses are resampled on their timestamps to 30 fps
+(slerp + lerp).
 
 Floor, as EgoAllo (`egoallo/data/aria_mps.py`): points with
 `inv_dist_std < 1e-4` and `dist_std < 5e-3` (falling back to `< 1e-3`,
@@ -61,6 +78,9 @@ FLOOR_BAND = 0.01  # ± inlier band of the 1-D consensus search, metres.
 NOISE_RADIUS = 0.075
 # Typical standing CPF height above the floor (metres) for the fallback.
 HEAD_HEIGHT_PRIOR = 1.6
+# Who reads the MPS files (module docstring, "Readers").
+READERS = ("auto", "projectaria_tools", "builtin")
+DEFAULT_READER = "auto"
 
 
 def _cad_T_device_cpf(t_cpf_sensor, y_axis, z_axis) -> np.ndarray:
@@ -115,6 +135,7 @@ class AriaTrajectory:
       "head-height prior".
     fps: frame rate.
     start_timestamp_us: device timestamp of the first pose.
+    T_device_cpf: (7,) `wxyz_xyz`, the CPF pose used.
   """
 
   times: np.ndarray
@@ -124,6 +145,7 @@ class AriaTrajectory:
   floor_source: str
   fps: float
   start_timestamp_us: float
+  T_device_cpf: np.ndarray
 
   @property
   def height_from_floor(self) -> np.ndarray:
@@ -131,7 +153,8 @@ class AriaTrajectory:
     return self.T_world_cpf[:, 6] - self.floor_z
 
 
-def _open_text(path: str):
+def open_text(path: str | os.PathLike):
+  """A text file, gzip detected by its magic bytes."""
   with open(path, "rb") as f:
     magic = f.read(2)
   if magic == b"\x1f\x8b":
@@ -156,7 +179,7 @@ def read_csv_columns(path: str | os.PathLike,
   """
   path = os.fspath(path)
   try:
-    with _open_text(path) as f:
+    with open_text(path) as f:
       reader = csv.reader(f)
       header = next(reader, None)
       if header is None:
@@ -189,27 +212,74 @@ def read_csv_columns(path: str | os.PathLike,
   return values
 
 
-def read_trajectory(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def read_csv_header(path: str | os.PathLike) -> list[str]:
+  """The column names of a CSV (gzip detected); AriaError if unreadable."""
+  try:
+    with open_text(path) as f:
+      header = next(csv.reader(f), None)
+  except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+    raise AriaError(f"{os.fspath(path)}: cannot read ({e})") from e
+  return [h.strip() for h in header or []]
+
+
+def read_with(reader: str, path: str | os.PathLike, builtin, tools_name: str):
+  """`builtin(path)`, or `aria_tools.<tools_name>(path)` as `reader` says.
+
+  Args:
+    reader: one of `READERS` (module docstring).
+    path: the file.
+    builtin: the built-in reader.
+    tools_name: the projectaria-tools reader in `aria_tools`, which returns
+      what `builtin` returns.
+
+  Raises:
+    AriaError: an unknown reader, projectaria-tools asked for but not
+      installed, or the reader's own error.
+  """
+  if reader not in READERS:
+    raise AriaError(f"reader={reader!r}: expected one of {list(READERS)}")
+  if reader == "builtin":
+    return builtin(path)
+  # aria_tools imports this module.
+  from motiongrpo_jax.data import aria_tools  # pylint: disable=g-import-not-at-top
+  if reader == "projectaria_tools" or aria_tools.available():
+    try:
+      return getattr(aria_tools, tools_name)(path)
+    except AriaError:
+      if reader == "projectaria_tools":
+        raise
+  return builtin(path)
+
+
+def _read_trajectory_csv(path) -> tuple[np.ndarray, np.ndarray]:
+  """The built-in reader: rows in file order, unit quaternions checked."""
+  values = read_csv_columns(path, TRAJECTORY_COLUMNS)
+  xyzw = values[:, 4:8]
+  norms = np.linalg.norm(xyzw, axis=-1)
+  if np.any(np.abs(norms - 1.0) > 1e-3):
+    row = int(np.argmax(np.abs(norms - 1.0)))
+    raise AriaError(f"{path}: quaternion q*_world_device of data row {row + 1} "
+                    f"has norm {norms[row]:.4f}, expected 1")
+  wxyz = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=-1) / norms[:, None]
+  return values[:, 0], np.concatenate([wxyz, values[:, 1:4]], axis=-1)
+
+
+def read_trajectory(path: str | os.PathLike, reader: str = DEFAULT_READER
+                    ) -> tuple[np.ndarray, np.ndarray]:
   """`closed_loop_trajectory.csv` → timestamps (N,) µs, T_world_device (N, 7).
 
   Rows are sorted by timestamp; repeated timestamps keep the first row.
 
   Raises:
-    AriaError: see `read_csv_columns`; also non-unit quaternions.
+    AriaError: see `read_csv_columns` and `read_with`; also non-unit
+      quaternions (built-in reader).
   """
-  values = read_csv_columns(path, TRAJECTORY_COLUMNS)
-  order = np.argsort(values[:, 0], kind="stable")
-  values = values[order]
-  keep = np.concatenate([[True], np.diff(values[:, 0]) > 0])
-  values = values[keep]
-  xyzw = values[:, 4:8]
-  norms = np.linalg.norm(xyzw, axis=-1)
-  if np.any(np.abs(norms - 1.0) > 1e-3):
-    row = int(np.argmax(np.abs(norms - 1.0)))
-    raise AriaError(f"{path}: quaternion q*_world_device of row {row + 1} has "
-                    f"norm {norms[row]:.4f}, expected 1")
-  wxyz = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=-1) / norms[:, None]
-  return values[:, 0], np.concatenate([wxyz, values[:, 1:4]], axis=-1)
+  timestamps, poses = read_with(reader, path, _read_trajectory_csv,
+                                "read_trajectory")
+  order = np.argsort(timestamps, kind="stable")
+  timestamps, poses = timestamps[order], poses[order]
+  keep = np.concatenate([[True], np.diff(timestamps) > 0])
+  return timestamps[keep], poses[keep]
 
 
 def compose(T_a_b: np.ndarray, T_b_c: np.ndarray) -> np.ndarray:
@@ -267,9 +337,11 @@ def floor_from_heights(zs: np.ndarray) -> float | None:
   return None
 
 
-def read_points(path: str | os.PathLike) -> np.ndarray:
+def read_points(path: str | os.PathLike,
+                reader: str = DEFAULT_READER) -> np.ndarray:
   """Semi-dense points (N, 5): x, y, z, inv_dist_std, dist_std."""
-  return read_csv_columns(path, POINT_COLUMNS)
+  return read_with(reader, path,
+                   lambda p: read_csv_columns(p, POINT_COLUMNS), "read_points")
 
 
 def estimate_floor(points: np.ndarray | None) -> tuple[float | None, str]:
@@ -333,23 +405,39 @@ def load_mps(
     T_device_cpf: str | np.ndarray = DEFAULT_DEVICE,
     fps: float = 30.0,
     points: str | os.PathLike | None = None,
+    reader: str = DEFAULT_READER,
+    device_calibration: str | os.PathLike | None = None,
+    use_svd: bool = False,
 ) -> AriaTrajectory:
   """CPF trajectory and floor of an Aria MPS recording.
 
   Args:
     folder: MPS folder (or its `slam/`, or the trajectory CSV).
     T_device_cpf: "gen1_dvt_s" (default), "gen1_dvt_l", or a (7,)
-      `wxyz_xyz` pose of the CPF in the device frame.
+      `wxyz_xyz` pose of the CPF in the device frame; not used with
+      `device_calibration`.
     fps: output rate.
     points: point file to use instead of the one found beside the
       trajectory.
+    reader: "auto", "projectaria_tools" or "builtin" (module docstring).
+    device_calibration: the recording's VRS file or its factory calibration
+      JSON: `T_device_cpf` from its device calibration (projectaria-tools).
+    use_svd: with `device_calibration`, the CPF aligned to the unit's
+      calibrated camera positions instead of the CAD value.
 
   Returns:
     The trajectory at `fps` with its floor.
 
   Raises:
-    AriaError: missing or malformed files, or an unknown device name.
+    AriaError: missing or malformed files, an unknown device name or
+      reader, or `use_svd` without `device_calibration`.
   """
+  if device_calibration is not None:
+    from motiongrpo_jax.data import aria_tools  # pylint: disable=g-import-not-at-top
+    T_device_cpf = aria_tools.T_device_cpf(device_calibration, use_svd)
+  elif use_svd:
+    raise AriaError("use_svd needs device_calibration (the recording's VRS "
+                    "file or calibration JSON)")
   if isinstance(T_device_cpf, str):
     if T_device_cpf not in T_DEVICE_CPF:
       raise AriaError(f"T_device_cpf: unknown device {T_device_cpf!r} "
@@ -364,13 +452,13 @@ def load_mps(
   trajectory_path, points_path = find_mps_files(folder)
   if points is not None:
     points_path = pathlib.Path(points)
-  timestamps, T_world_device = read_trajectory(trajectory_path)
+  timestamps, T_world_device = read_trajectory(trajectory_path, reader)
   if timestamps.size < 2:
     raise AriaError(f"{trajectory_path}: needs at least 2 poses")
   times, T_world_device = resample_poses(timestamps, T_world_device, fps)
   T_world_cpf = compose(T_world_device, T_device_cpf)
   floor_z, how = estimate_floor(
-      read_points(points_path) if points_path is not None else None)
+      read_points(points_path, reader) if points_path is not None else None)
   if floor_z is None:
     floor_z = float(np.percentile(T_world_cpf[:, 6], 90) - HEAD_HEIGHT_PRIOR)
     message = (f"{trajectory_path.parent}: {how} for the floor; assuming the "
@@ -381,4 +469,4 @@ def load_mps(
   return AriaTrajectory(
       times=times, T_world_device=T_world_device, T_world_cpf=T_world_cpf,
       floor_z=floor_z, floor_source=how, fps=fps,
-      start_timestamp_us=float(timestamps[0]))
+      start_timestamp_us=float(timestamps[0]), T_device_cpf=T_device_cpf)

@@ -78,7 +78,8 @@ def solve(problem: residuals_lib.Problem, body: body_model.BodyModel,
 def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
           config: residuals_lib.GuidanceConfig,
           mask: jax.Array | None = None, wrists: jax.Array | None = None,
-          wrist_mask: jax.Array | None = None) -> jax.Array:
+          wrist_mask: jax.Array | None = None,
+          wrist_rot_mask: jax.Array | None = None) -> jax.Array:
   """Guided packed samples: body rotations optimised, the rest unchanged.
 
   Betas, contacts and (with hands) the hand rotations are kept as sampled;
@@ -92,7 +93,9 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
     config: guidance options.
     mask: (..., L) valid frames, or None.
     wrists: (..., L, 2, 7) wrist targets (`aria_wrist_only`), or None.
-    wrist_mask: (..., L, 2) valid wrist targets, or None.
+    wrist_mask: (..., L, 2) valid wrist targets, or None (all).
+    wrist_rot_mask: (..., L, 2) valid wrist orientations, or None
+      (`wrist_mask`).
 
   Returns:
     (..., L, d) guided samples.
@@ -107,11 +110,13 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
   if wrists is not None:
     if wrist_mask is None:
       wrist_mask = jnp.ones(wrists.shape[:-1], bool)
-    given += [wrists, wrist_mask]
+    if wrist_rot_mask is None:
+      wrist_rot_mask = wrist_mask
+    given += [wrists, wrist_mask, wrist_rot_mask]
   # Every input as (S, L, ...), S the product of the leading axes.
   inputs = [quats, fields.betas, fields.contacts] + [
       jnp.broadcast_to(a, lead + a.shape[a.ndim - b:])
-      for a, b in zip(given, (2, 1, 3, 2))]
+      for a, b in zip(given, (2, 1, 3, 2, 2))]
   inputs = [a.reshape((-1,) + a.shape[len(lead):]) for a in inputs]
 
   def one(q, betas, contacts, T, m, *wrist_targets):

@@ -13,7 +13,8 @@ EgoAllo's `guidance_optimizer_jax.py` terms, written on our body models):
   smooth_vel     w·log((q_t⁻¹q_{t+1})⁻¹ (q_{t+1}⁻¹q_{t+2}))
   skate          w·c_t·(p_t − p_{t+1})   foot joints, c the sample's contacts
   wrist_pos      w·m_t·(p_t − p̄_t)       wrists, p̄ the Aria wrist estimates
-  wrist_rot      w·m_t·log(R_t⁻¹ R̄_t)
+  wrist_rot      w·m'_t·log(R_t⁻¹ R̄_t)   m' its own mask: MPS estimates have
+                                        positions but no wrist orientation
 
 (p world joint positions, t frames; residuals of invalid frames are zeroed.)
 """
@@ -99,7 +100,8 @@ class Problem(NamedTuple):
     torso: (L, 5, 3) the sample's torso joints in the world.
     mask: (L,) valid frames.
     wrists: (L, 2, 7) world wrist poses to pull to (`aria_wrist_only`).
-    wrist_mask: (L, 2) which wrist estimates exist.
+    wrist_mask: (L, 2) which wrist positions exist.
+    wrist_rot_mask: (L, 2) which wrist orientations exist.
   """
   body_quats: jax.Array
   betas: jax.Array
@@ -109,6 +111,7 @@ class Problem(NamedTuple):
   mask: jax.Array
   wrists: jax.Array
   wrist_mask: jax.Array
+  wrist_rot_mask: jax.Array
 
 
 def posed_joints(body_quats: jax.Array, betas: jax.Array,
@@ -124,7 +127,8 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
                  contacts: jax.Array, T_world_cpf: jax.Array,
                  body: body_model.BodyModel, mask: jax.Array | None = None,
                  wrists: jax.Array | None = None,
-                 wrist_mask: jax.Array | None = None) -> Problem:
+                 wrist_mask: jax.Array | None = None,
+                 wrist_rot_mask: jax.Array | None = None) -> Problem:
   """The problem of one window.
 
   Args:
@@ -136,6 +140,7 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
     mask: (L,) valid frames (None: all).
     wrists: (L, 2, 7) wrist targets (None: none).
     wrist_mask: (L, 2) valid wrist targets (None: all given ones).
+    wrist_rot_mask: (L, 2) valid wrist orientations (None: `wrist_mask`).
 
   Returns:
     The problem.
@@ -148,13 +153,15 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
     wrist_mask = jnp.zeros((length, 2), bool)
   elif wrist_mask is None:
     wrist_mask = jnp.ones((length, 2), bool)
+  if wrist_rot_mask is None:
+    wrist_rot_mask = wrist_mask
   return Problem(
       body_quats=body_quats, betas=betas,
       contacts=jnp.clip(contacts[:, feet], 0.0, 1.0),
       T_world_cpf=T_world_cpf,
       torso=jax.lax.stop_gradient(joints[:, jnp.array(TORSO_JOINTS), 4:]),
       mask=jnp.ones((length,), bool) if mask is None else mask,
-      wrists=wrists, wrist_mask=wrist_mask)
+      wrists=wrists, wrist_mask=wrist_mask, wrist_rot_mask=wrist_rot_mask)
 
 
 def corrected_quats(delta: jax.Array, body_quats: jax.Array) -> jax.Array:
@@ -205,10 +212,11 @@ def residuals(delta: jax.Array, problem: Problem,
   if config.mode == "aria_wrist_only":
     wrist = jaxlie.SE3(joints[:, jnp.array(WRIST_JOINTS)])
     target = jaxlie.SE3(problem.wrists)
-    m = (problem.wrist_mask * valid[:, None]).astype(jnp.float32)[..., None]
-    out["wrist_pos"] = config.weight_wrist_pos * m * (
+    def m(mask):  # (L, 2) → (L, 2, 1), invalid frames off
+      return (mask * valid[:, None]).astype(jnp.float32)[..., None]
+    out["wrist_pos"] = config.weight_wrist_pos * m(problem.wrist_mask) * (
         wrist.translation() - target.translation())
-    out["wrist_rot"] = config.weight_wrist_rot * m * (
+    out["wrist_rot"] = config.weight_wrist_rot * m(problem.wrist_rot_mask) * (
         wrist.rotation().inverse() @ target.rotation()).log()
   return out
 

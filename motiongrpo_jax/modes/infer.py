@@ -9,8 +9,12 @@ Steps of `run`:
      denoiser (e.g. a critic workdir) before loading anything.
   2. Read the head trajectory (`load_head_trajectory`): an Aria MPS folder or
      `closed_loop_trajectory.csv` (`data/aria.load_mps`: CPF poses resampled
-     to `config.fps`, floor from the semi-dense points), or an `.npz` holding
-     `T_world_cpf (N, 7)`; then `config.start_frame` / `config.max_frames`.
+     to `config.fps`, floor from the semi-dense points, files read as
+     `config.aria_reader` says, `T_device_cpf` from `config.aria_calibration`
+     when given), or an `.npz` holding `T_world_cpf (N, 7)`; with guidance
+     mode `aria_wrist_only` also the MPS wrist estimates
+     (`data/aria_hands`: world wrist positions at the frames); then
+     `config.start_frame` / `config.max_frames`.
   3. Sample `config.num_samples` motions with `diffusion/sampler.rollout`
      over the whole trajectory at once: sequences longer than
      `config.sampler.window_size` are stitched from overlapping windows
@@ -18,9 +22,10 @@ Steps of `run`:
      uses the key fold_in(key(seed), s), so it does not depend on
      `num_samples`.
   4. With `config.guidance.mode` on, guide each sample after sampling
-     (EgoAllo's "post" guidance, `guidance/`). Pose each sample
-     (`pose_samples`): rotations projected onto SO(3), the pelvis placed so
-     that the posed body's CPF is the input CPF pose.
+     (EgoAllo's "post" guidance, `guidance/`; `aria_wrist_only` pulls the
+     wrists to the estimated positions, leaving their orientations free).
+     Pose each sample (`pose_samples`): rotations projected onto SO(3), the
+     pelvis placed so that the posed body's CPF is the input CPF pose.
   5. Write `WORKDIR/outputs.npz` (atomically) and render
      `WORKDIR/motion.<config.render.kind>` (`motiongrpo_jax.render`).
 
@@ -68,6 +73,7 @@ from motiongrpo_jax import geometry
 from motiongrpo_jax.body import skeleton
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import aria
+from motiongrpo_jax.data import aria_hands
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.guidance import optimize as guidance_optimize
 from motiongrpo_jax.guidance import residuals as guidance_lib
@@ -95,12 +101,14 @@ class HeadTrajectory(NamedTuple):
     floor_z: floor height in the world frame.
     floor_source: how the floor was found.
     source: the file read.
+    wrists: world wrist targets of the N poses, or None.
   """
   Ts_world_cpf: np.ndarray
   timestamps_ns: np.ndarray
   floor_z: float
   floor_source: str
   source: str
+  wrists: aria_hands.WristTargets | None = None
 
 
 class PosedSamples(NamedTuple):
@@ -157,9 +165,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
   guidance = config_sections.to_dataclass(
       guidance_lib.GuidanceConfig, config.guidance, "guidance")
-  if guidance.mode == "aria_wrist_only":
-    raise ValueError("config.guidance.mode='aria_wrist_only': infer does not "
-                     "read wrist_and_palm_poses.csv yet; use 'no_hands'")
+  if guidance.mode == "aria_wrist_only" and (
+      _is_npz(config.input)
+      or aria_hands.find_wrist_file(config.input) is None):
+    raise ValueError(
+        "config.guidance.mode='aria_wrist_only' needs the recording's MPS "
+        f"{aria_hands.HAND_FOLDER}/{aria_hands.WRIST_FILE}; config.input="
+        f"{config.input!r} has none (use guidance.mode='no_hands')")
+  if config.aria_reader not in aria.READERS:
+    raise ValueError(f"config.aria_reader={config.aria_reader!r}: expected one"
+                     f" of {list(aria.READERS)}")
+  if config.aria_calibration and not pathlib.Path(
+      config.aria_calibration).is_file():
+    raise FileNotFoundError(f"config.aria_calibration="
+                            f"{config.aria_calibration!r}: no such file")
+  if config.aria_use_svd and not config.aria_calibration:
+    raise ValueError("config.aria_use_svd=True needs config.aria_calibration "
+                     "(the recording's VRS file or calibration JSON)")
+
+
+def _is_npz(path: str | os.PathLike) -> bool:
+  return pathlib.Path(path).is_file() and pathlib.Path(path).suffix == ".npz"
 
 
 def check_denoiser_checkpoint(path: str) -> str:
@@ -240,8 +266,11 @@ def _load_npz(path: pathlib.Path, fps: float) -> HeadTrajectory:
 
 
 def load_head_trajectory(path: str | os.PathLike, fps: float = 30.0,
-                         aria_device: str = aria.DEFAULT_DEVICE
-                         ) -> HeadTrajectory:
+                         aria_device: str = aria.DEFAULT_DEVICE, *,
+                         aria_reader: str = aria.DEFAULT_READER,
+                         aria_calibration: str | None = None,
+                         aria_use_svd: bool = False,
+                         wrists: bool = False) -> HeadTrajectory:
   """The CPF trajectory and floor of an Aria MPS recording or an npz.
 
   Args:
@@ -249,6 +278,10 @@ def load_head_trajectory(path: str | os.PathLike, fps: float = 30.0,
       (gzip allowed), or an `.npz` with `T_world_cpf (N, 7)`.
     fps: output rate (Aria poses are resampled; npz poses must be at it).
     aria_device: `T_device_cpf` preset for Aria input.
+    aria_reader: `aria.load_mps`'s reader.
+    aria_calibration: `aria.load_mps`'s device_calibration, or None.
+    aria_use_svd: `aria.load_mps`'s use_svd.
+    wrists: also the wrist targets (MPS input with a wrist file only).
 
   Returns:
     The trajectory; at least `MIN_POSES` poses.
@@ -265,7 +298,10 @@ def load_head_trajectory(path: str | os.PathLike, fps: float = 30.0,
   else:
     csv_path, _ = aria.find_mps_files(path)
     try:
-      mps = aria.load_mps(path, T_device_cpf=aria_device, fps=fps)
+      mps = aria.load_mps(path, T_device_cpf=aria_device, fps=fps,
+                          reader=aria_reader,
+                          device_calibration=aria_calibration or None,
+                          use_svd=aria_use_svd)
     except aria.AriaError as e:
       if "at least 2 poses" in str(e):
         raise aria.AriaError(
@@ -275,8 +311,18 @@ def load_head_trajectory(path: str | os.PathLike, fps: float = 30.0,
       raise
     stamps = np.round(mps.start_timestamp_us * 1e3
                       + mps.times * 1e9).astype(np.int64)
+    targets = None
+    if wrists:
+      wrist_file = aria_hands.find_wrist_file(path)
+      if wrist_file is None:
+        raise aria.AriaError(f"{path}: no {aria_hands.HAND_FOLDER}/"
+                             f"{aria_hands.WRIST_FILE} for the wrist targets")
+      targets = aria_hands.wrist_targets(
+          aria_hands.read_wrist_and_palm_poses(wrist_file, aria_reader), mps)
     trajectory = HeadTrajectory(mps.T_world_cpf, stamps, float(mps.floor_z),
-                                mps.floor_source, str(csv_path))
+                                mps.floor_source, str(csv_path), targets)
+  if wrists and trajectory.wrists is None:
+    raise ValueError(f"{path}: wrist targets need an Aria MPS recording")
   if len(trajectory.Ts_world_cpf) < MIN_POSES:
     raise ValueError(
         f"{trajectory.source}: too few rows: {len(trajectory.Ts_world_cpf)} "
@@ -304,9 +350,12 @@ def select_frames(trajectory: HeadTrajectory, start_frame: int,
         f"config.start_frame={start_frame}: {trajectory.source} has {count} "
         f"poses, so only {max(stop - start_frame, 0)} remain; inference needs "
         f"at least {MIN_POSES}")
+  wrists = trajectory.wrists
   return trajectory._replace(
       Ts_world_cpf=trajectory.Ts_world_cpf[start_frame:stop],
-      timestamps_ns=trajectory.timestamps_ns[start_frame:stop])
+      timestamps_ns=trajectory.timestamps_ns[start_frame:stop],
+      wrists=None if wrists is None else aria_hands.WristTargets(
+          *(a[start_frame:stop] for a in wrists)))
 
 
 # --------------------------------------------------------------------------
@@ -364,16 +413,17 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     guidance: post-sampling guidance (None or mode "off": none).
 
   Returns:
-    fn(params, Ts_world_cpf (N, 7), floor_z (), key, body) ->
+    fn(params, Ts_world_cpf (N, 7), floor_z (), key, body, wrists=None) ->
     {"": PosedSamples} of T = N − 1 frames, with guidance also
-    {"unguided_": the sampler's own samples}; one compilation per input
-    length.
+    {"unguided_": the sampler's own samples}; `wrists` are the
+    `aria_hands.WristTargets` of the T output frames (`aria_wrist_only`).
+    One compilation per input length.
   """
   apply_fn = sampler_lib.model_apply_fn(model)
   dim = model.config.packed_dim
 
   @jax.jit
-  def fn(params, Ts_world_cpf, floor_z, key, body):
+  def fn(params, Ts_world_cpf, floor_z, key, body, wrists=None):
     condition = sampler_lib.sampler_condition(Ts_world_cpf[None],
                                               floor_z[None])
 
@@ -387,7 +437,11 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     x0 = jax.vmap(one)(keys)  # shape [S, T, d]
     if guidance is None or not guidance.enabled:
       return {"": pose_samples(x0, Ts_world_cpf[1:], body)}
-    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance)
+    targets = {} if wrists is None else {
+        "wrists": wrists.T_world_wrist, "wrist_mask": wrists.position_mask,
+        "wrist_rot_mask": wrists.rotation_mask}
+    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance,
+                                     **targets)
     return {"": pose_samples(guided, Ts_world_cpf[1:], body),
             "unguided_": pose_samples(x0, Ts_world_cpf[1:], body)}
 
@@ -424,8 +478,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   kind = check_denoiser_checkpoint(config.checkpoint)
 
   # --- (2) Input.
-  trajectory = load_head_trajectory(config.input, config.fps,
-                                    config.aria_device)
+  trajectory = load_head_trajectory(
+      config.input, config.fps, config.aria_device,
+      aria_reader=config.aria_reader, aria_calibration=config.aria_calibration,
+      aria_use_svd=config.aria_use_svd,
+      wrists=guidance.mode == "aria_wrist_only")
   if config.floor_z is not None:
     trajectory = trajectory._replace(floor_z=float(config.floor_z),
                                      floor_source="config.floor_z")
@@ -441,10 +498,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                trajectory.source, num_frames, trajectory.floor_z,
                trajectory.floor_source, config.checkpoint, config.num_samples)
   infer_fn = make_infer_fn(model, sampler, config.num_samples, guidance)
+  wrists = trajectory.wrists
+  if wrists is not None:  # Output frame k is input pose k + 1.
+    wrists = aria_hands.WristTargets(
+        jnp.asarray(wrists.T_world_wrist[1:], jnp.float32),
+        jnp.asarray(wrists.position_mask[1:]),
+        jnp.asarray(wrists.rotation_mask[1:]))
   t1 = time.time()
   posed = infer_fn(params, jnp.asarray(trajectory.Ts_world_cpf, jnp.float32),
                    jnp.asarray(trajectory.floor_z, jnp.float32),
-                   jax.random.PRNGKey(config.seed), body)
+                   jax.random.PRNGKey(config.seed), body, wrists)
   posed = jax.tree.map(np.asarray, jax.block_until_ready(posed))
   sample_seconds = time.time() - t1
 
@@ -468,6 +531,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "guidance": config.guidance.to_dict(),
       "sample_seconds": round(sample_seconds, 2),
   }
+  if wrists is not None:  # output frames with a wrist target (left, right)
+    metadata["wrist_frames"] = np.asarray(wrists.position_mask).sum(0).tolist()
   arrays = {
       "Ts_world_cpf": np.asarray(trajectory.Ts_world_cpf[1:], np.float32),
       **{prefix + k: np.asarray(v, np.float32)

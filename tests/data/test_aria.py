@@ -8,19 +8,9 @@ from scipy.spatial.transform import Rotation
 
 from motiongrpo_jax.data import aria
 
+from conftest import write_trajectory_csv as _write_trajectory
+
 HEADER = aria.TRAJECTORY_COLUMNS
-
-
-def _write_trajectory(path, timestamps_us, T_world_device, columns=HEADER):
-  """A closed_loop_trajectory.csv with the MPS column names (x,y,z,w)."""
-  lines = ["graph_uid," + ",".join(columns) + ",quality_score"]
-  for t, (w, x, y, z, tx, ty, tz) in zip(timestamps_us, T_world_device):
-    values = dict(zip(HEADER[1:], [tx, ty, tz, x, y, z, w]))
-    values[HEADER[0]] = int(t)
-    lines.append("g," + ",".join(
-        str(values[c]) if c == HEADER[0] else f"{float(values[c]):.12g}"
-        for c in columns) + ",1")
-  path.write_text("\n".join(lines) + "\n")
 
 
 def _yawing_walk(timestamps_us):
@@ -104,7 +94,8 @@ def test_floor_from_points(tmp_path):
   (tmp_path / "semidense_points.csv.gz").write_bytes(
       gzip.compress("\n".join(lines).encode()))
   np.testing.assert_array_equal(
-      aria.read_points(tmp_path / "semidense_points.csv.gz"), points)
+      aria.read_points(tmp_path / "semidense_points.csv.gz", "builtin"),
+      points)
 
 
 def test_bad_csv_names_file_and_problem(tmp_path):
@@ -148,3 +139,21 @@ def test_mps_sample(shared_data):
   forward = axes[straight, :2, 2].mean(0)
   cos = forward @ travel / np.linalg.norm(forward) / np.linalg.norm(travel)
   assert cos > np.cos(np.deg2rad(35))
+
+
+def test_without_projectaria_tools(tmp_path, monkeypatch):
+  """"auto" is the built-in reader; asking for projectaria-tools or a
+  device calibration says what to install."""
+  from motiongrpo_jax.data import aria_tools  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(aria_tools, "available", lambda: False)
+  timestamps = np.arange(0, 200_000, 1000)
+  path = _write_trajectory(tmp_path / "closed_loop_trajectory.csv",
+                           timestamps, _yawing_walk(timestamps))
+  np.testing.assert_array_equal(aria.read_trajectory(path)[0], timestamps)
+  with pytest.raises(aria.AriaError, match=r"closed_loop_trajectory.csv: "
+                     r"reading it with projectaria-tools needs.*\[aria\]"):
+    aria.read_trajectory(path, "projectaria_tools")
+  calibration = tmp_path / "calibration.json"
+  calibration.write_text("{}")
+  with pytest.raises(aria.AriaError, match=r"calibration.json: .*needs"):
+    aria.load_mps(tmp_path, device_calibration=calibration)

@@ -182,3 +182,36 @@ def test_bad_options_name_themselves(field, value, match):
   config = residuals.GuidanceConfig(**{field: value})
   with pytest.raises(ValueError, match=match):
     config.validate()
+
+
+def test_wrist_rotation_has_its_own_mask():
+  """Targets 5 cm and 0.2 rad (about x) off the sampled wrists. The
+  rotation mask defaults to the position mask; masked off, only the
+  orientation residual vanishes (MPS gives wrist positions, no
+  orientation)."""
+  config = residuals.GuidanceConfig(mode="aria_wrist_only")
+  quats = jnp.broadcast_to(_pose(scale=0.1), (L, 21, 4))
+  T = _walk(0.0)
+  joints = residuals.posed_joints(quats, jnp.zeros((L, 16)), T, BODY)
+  wrists = jaxlie.SE3(joints[:, jnp.array(residuals.WRIST_JOINTS)])
+  offset = jaxlie.SE3.from_rotation_and_translation(
+      jaxlie.SO3.from_x_radians(0.2), jnp.array([0.0, 0.05, 0.0]))
+  targets = jaxlie.SE3.from_rotation_and_translation(
+      wrists.rotation() @ offset.rotation(),
+      wrists.translation() + offset.translation()).wxyz_xyz
+  mask = jnp.ones((L, 2), bool).at[0, 1].set(False)
+  zero = jnp.zeros((L, 21, 3))
+
+  def terms(**masks):
+    problem = _problem(quats, T, jnp.zeros((L, 21)), wrists=targets, **masks)
+    return residuals.residuals(zero, problem, BODY, config)
+
+  both = terms(wrist_mask=mask)
+  # |w·log(R⁻¹R̄)| = 10 · 0.2 rad and |w·Δp| = 50 · 0.05 m where valid.
+  for name, expected in (("wrist_rot", 2.0), ("wrist_pos", 2.5)):
+    np.testing.assert_allclose(np.linalg.norm(both[name], axis=-1),
+                               expected * np.asarray(mask), atol=1e-4,
+                               err_msg=name)
+  no_rot = terms(wrist_mask=mask, wrist_rot_mask=jnp.zeros((L, 2), bool))
+  np.testing.assert_array_equal(no_rot["wrist_rot"], 0.0)
+  np.testing.assert_array_equal(no_rot["wrist_pos"], both["wrist_pos"])
