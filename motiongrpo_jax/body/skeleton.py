@@ -22,6 +22,11 @@ BODY_PARENTS: tuple[int, ...] = tuple(p - 1 for p in PARENTS[1:])
 HEAD = JOINT_NAMES.index("head")
 LEFT_ANKLE, RIGHT_ANKLE = JOINT_NAMES.index("left_ankle"), JOINT_NAMES.index("right_ankle")
 LEFT_FOOT, RIGHT_FOOT = JOINT_NAMES.index("left_foot"), JOINT_NAMES.index("right_foot")
+# Shoulders, elbows and wrists, (left, right) each; the wrists last.
+ARM_JOINTS: tuple[int, ...] = tuple(
+    JOINT_NAMES.index(f"{side}_{part}")
+    for part in ("shoulder", "elbow", "wrist") for side in ("left", "right"))
+WRIST_JOINTS: tuple[int, ...] = ARM_JOINTS[4:]
 
 # A neutral adult T-pose (about 1.70 m tall), metres, in SMPL's canonical body
 # frame: +y up, +z forward, +x the body's left; pelvis at the origin. All

@@ -79,6 +79,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # unguided samples are scored too and eval_metrics.json gains the paired
   # change guided vs unguided ####
   config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)
+  # With guidance.mode="aria_wrist_only": the wrist targets are the ground
+  # truth's wrist positions plus Gaussian noise of this std per axis (metres;
+  # one draw per window, fixed by the seed), a stand-in for Aria's wrist
+  # estimates; their orientation is left free, as with Aria's.
+  config.wrist_target_noise = 0.015
 
   if variant == "demo":
     config.data.seq_len = 32

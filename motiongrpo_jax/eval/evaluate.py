@@ -102,11 +102,31 @@ def window_keys(key: jax.Array, seq_index: jax.Array, start: jax.Array,
   return jax.vmap(one)(seq_index, start)
 
 
+def ground_truth_wrists(batch: Mapping[str, jax.Array],
+                        body: body_model.BodyModel, key: jax.Array,
+                        noise_std: float) -> jax.Array:
+  """(B, L, 2, 7) wrist targets made from the ground truth: its world wrist
+  positions plus N(0, noise_std²) per axis (one draw per window, from its
+  `window_keys`), identity rotations (like Aria's estimates: positions only).
+  """
+  gt = posing.pose_ground_truth(
+      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
+      body)
+  wrists = gt.joints[:, :, jnp.array(guidance_residuals.WRIST_JOINTS)]
+  keys = window_keys(key, batch["seq_index"], batch["start"], 1)[:, 0]
+  wrists = wrists + noise_std * jax.vmap(
+      lambda k: jax.random.normal(k, wrists.shape[1:]))(keys)
+  identity = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0, 0.0]),
+                              wrists.shape[:-1] + (4,))
+  return jnp.concatenate([identity, wrists], axis=-1)
+
+
 def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
                  body: body_model.BodyModel,
                  config: sampler_lib.SamplerConfig, num_samples: int,
                  fps: float, extra_scores: ExtraScores | None = None,
-                 guidance: guidance_residuals.GuidanceConfig | None = None
+                 guidance: guidance_residuals.GuidanceConfig | None = None,
+                 wrist_target_noise: float = 0.0
                  ) -> Callable[..., dict[str, jax.Array]]:
   """The jitted sampling-and-scoring step of a policy.
 
@@ -126,6 +146,9 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     fps: frames per second.
     extra_scores: more per-sample scores (e.g. GRPO's rewards).
     guidance: post-sampling guidance options (None or mode "off": none).
+    wrist_target_noise: with guidance mode "aria_wrist_only", the std
+      (metres) of the noise on the ground-truth wrist targets
+      (`ground_truth_wrists`; their key is folded from the eval key).
 
   Returns:
     fn(params, batch, key, extra_params) -> {name: (B, N)}; `fn.func` is the
@@ -151,9 +174,18 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     if guidance is not None and guidance.enabled:
       values = {UNGUIDED + k: v
                 for k, v in score_samples(x0, batch, body, fps).items()}
+      wrist_targets = {}
+      if guidance.mode == "aria_wrist_only":
+        wrists = ground_truth_wrists(batch, body, jax.random.fold_in(key, 1),
+                                     wrist_target_noise)
+        valid = jnp.broadcast_to(output_mask(batch["mask"])[..., None],
+                                 wrists.shape[:-1])  # (B, L, 2)
+        wrist_targets = dict(wrists=wrists[:, None],
+                             wrist_mask=valid[:, None],
+                             wrist_rot_mask=jnp.zeros_like(valid)[:, None])
       x0 = guidance_lib.guide(
           x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
-          mask=output_mask(batch["mask"])[:, None])
+          mask=output_mask(batch["mask"])[:, None], **wrist_targets)
     values.update(score_samples(x0, batch, body, fps))
     if extra_scores is not None:
       values.update(extra_scores(x0, batch, extra_params))

@@ -35,6 +35,8 @@ UNITS: dict[str, str] = {
     "pampjpe": "mm",
     "pampjpe_egoallo_compat": "mm",
     "t_head": "mm",
+    "arm_mpjpe": "mm",
+    "wrist_error": "mm",
     "mpjve": "mm/s",
     "mpjre": "deg",
     "jitter": "m/s^3",
@@ -475,6 +477,11 @@ def compute_all(
       "pampjpe_egoallo_compat": pampjpe_egoallo_compat(
           pred_joints, gt_joints, mask),
       "t_head": t_head(pred_head, gt_head, mask),
+      # What wrist observations (Aria wrist guidance) should improve.
+      "arm_mpjpe": mpjpe(pred_joints[..., skeleton.ARM_JOINTS, :],
+                         gt_joints[..., skeleton.ARM_JOINTS, :], mask),
+      "wrist_error": mpjpe(pred_joints[..., skeleton.WRIST_JOINTS, :],
+                           gt_joints[..., skeleton.WRIST_JOINTS, :], mask),
       "mpjve": mpjve(pred_joints, gt_joints, fps, mask),
       "mpjre": mpjre(pred_body_quats, gt_body_quats, mask),
       "jitter": jitter(pred_joints, fps, mask),

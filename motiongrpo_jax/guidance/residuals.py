@@ -40,8 +40,7 @@ TORSO_JOINTS: tuple[int, ...] = tuple(
 # Joints held still while in contact: ankles and feet (EgoAllo's).
 FOOT_JOINTS: tuple[int, ...] = (skeleton.LEFT_ANKLE, skeleton.RIGHT_ANKLE,
                                 skeleton.LEFT_FOOT, skeleton.RIGHT_FOOT)
-WRIST_JOINTS: tuple[int, ...] = (skeleton.JOINT_NAMES.index("left_wrist"),
-                                 skeleton.JOINT_NAMES.index("right_wrist"))
+WRIST_JOINTS: tuple[int, ...] = skeleton.WRIST_JOINTS
 MODES = ("off", "no_hands", "aria_wrist_only")
 
 

@@ -110,9 +110,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
   guidance = config_sections.to_dataclass(
       guidance_lib.GuidanceConfig, config.guidance, "guidance")
-  if guidance.mode == "aria_wrist_only":
-    raise ValueError("config.guidance.mode='aria_wrist_only': the eval mode "
-                     "has no wrist estimates; use 'no_hands'")
+  if config.wrist_target_noise < 0:
+    raise ValueError(f"config.wrist_target_noise={config.wrist_target_noise}:"
+                     " expected >= 0 (metres)")
   body_lib.check_config(config.body)
 
 
@@ -227,7 +227,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # --- (3) Sample and score.
   eval_fn = evaluate_lib.make_eval_fn(
       sampler_lib.model_apply_fn(model), model.config.packed_dim, body,
-      sampler, config.num_samples, config.data.fps, guidance=guidance)
+      sampler, config.num_samples, config.data.fps, guidance=guidance,
+      wrist_target_noise=config.wrist_target_noise)
   logging.info("eval %s: %s on split %r of %s, L=%d, %d sample(s) per window",
                config.variant, config.checkpoint, config.data.split, data_dir,
                seq_len, config.num_samples)
@@ -264,6 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "body": config.body.to_dict(),
       "sampler": config.sampler.to_dict(),
       "guidance": config.guidance.to_dict(),
+      "wrist_target_noise": config.wrist_target_noise,
       "units": dict(metrics_lib.UNITS),
       "seconds": round(time.time() - t0, 2),
   }

@@ -160,6 +160,46 @@ def test_guidance_is_paired_with_the_unguided_samples(first_run, model_dir,
   assert jitter["ci_high"] < 0
 
 
+def test_wrist_guidance_pulls_the_wrists_to_the_targets(first_run, model_dir,
+                                                        data_dir, tmp_path):
+  """aria_wrist_only on noiseless ground-truth wrist targets: a random
+  network's wrists (metres off) come most of the way to the ground truth, and
+  the arms with them."""
+  summary = eval_mode.run(
+      _config(model_dir, data_dir, **{"guidance.mode": "aria_wrist_only",
+                                      "guidance.iterations": 5,
+                                      "wrist_target_noise": 0.0}),
+      str(tmp_path / "wrists"))
+  unguided = summary["unguided"]
+  assert summary["wrist_error"]["mean"] < 0.5 * unguided["wrist_error"]["mean"]
+  assert summary["guidance_change"]["arm_mpjpe"]["ci_high"] < 0
+
+
+def test_ground_truth_wrists_are_the_wrist_joints_plus_noise(data_dir):
+  batch = next(iter(pipeline.eval_dataset(
+      data_dir, split="test", window_len=_L + 1, batch_size=4, hands=False)))
+  batch = jax.tree.map(jnp.asarray, batch)
+  body = body_lib.builtin_body()
+  joints = posing.pose_ground_truth(
+      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
+      body).joints[:, :, [20, 21]]  # left, right wrist
+  key = jax.random.key(3)
+  exact = evaluate_lib.ground_truth_wrists(batch, body, key, 0.0)
+  assert exact.shape == (4, _L, 2, 7)
+  np.testing.assert_array_equal(exact[..., :4], np.broadcast_to(
+      [1.0, 0.0, 0.0, 0.0], (4, _L, 2, 4)))
+  np.testing.assert_array_equal(exact[..., 4:], joints)
+  noisy = evaluate_lib.ground_truth_wrists(batch, body, key, 0.02)
+  offsets = np.asarray(noisy[..., 4:] - joints)
+  # 4 · L · 6 = 768 (L = 32) N(0, 0.02²) draws: the sample std is within
+  # ±4 standard errors (0.02 / √(2·768) each) of 0.02.
+  assert abs(offsets.std() - 0.02) < 4 * 0.02 / np.sqrt(2 * offsets.size)
+  # A window's draw depends on its key and identity, not on the batch.
+  again = evaluate_lib.ground_truth_wrists(
+      jax.tree.map(lambda a: a[2:], batch), body, key, 0.02)
+  np.testing.assert_array_equal(again, noisy[2:])
+
+
 def _gt_packed(batch):
   """The ground truth of output frames 1..L as a packed sample (B, 1, L, d)."""
   seq_len = batch["mask"].shape[1] - 1
@@ -216,6 +256,7 @@ def _close_rows(rows, reference):
   d, fps = _JOINT_SPREAD_M, 30.0
   atol = {"mpjpe": 1000 * d, "pampjpe": 2000 * d,  # + the alignment's change
           "pampjpe_egoallo_compat": 2000 * d, "t_head": 1000 * d,
+          "arm_mpjpe": 1000 * d, "wrist_error": 1000 * d,
           "mpjve": 1000 * 2 * d * fps,  # two frames' error, times fps
           "mpjre": np.degrees(8 * 1.5e-6),  # ≤ 8 chained rotations' spread
           "jitter": 8 * d * fps**3,  # |1| + |3| + |3| + |1| frames, fps³
@@ -320,7 +361,7 @@ def test_config_checks(model_dir, data_dir):
       ("sampler.update", "euler", "config.sampler"),
       ("sampler.update", "egoallo", "config.sampler.*σ too large"),
       ("guidance.mode", "hands", "config.guidance.mode"),
-      ("guidance.mode", "aria_wrist_only", "config.guidance.mode.*no wrist"),
+      ("wrist_target_noise", -0.01, "config.wrist_target_noise"),
       ("guidance.cg_iterations", 0, "config.guidance.cg_iterations")]:
     with pytest.raises(ValueError, match=match):
       eval_mode.validate(_config(model_dir, data_dir, **{key: value}))
