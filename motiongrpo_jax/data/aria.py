@@ -47,17 +47,22 @@ warning.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import io
 import os
 import pathlib
 import warnings
 
 import numpy as np
 
+from motiongrpo_jax.data import aria_csv
+from motiongrpo_jax.data import aria_tools
 from motiongrpo_jax.data import resample
+
+# The CSV reading and its error, shared with `aria_tools` and `aria_hands`.
+AriaError = aria_csv.AriaError
+open_text = aria_csv.open_text
+read_csv_columns = aria_csv.read_csv_columns
+read_csv_header = aria_csv.read_csv_header
 
 TRAJECTORY_COLUMNS = (
     "tracking_timestamp_us", "tx_world_device", "ty_world_device",
@@ -118,10 +123,6 @@ T_DEVICE_CPF = {
 DEFAULT_DEVICE = "gen1_dvt_s"
 
 
-class AriaError(ValueError):
-  """Malformed or missing MPS input."""
-
-
 @dataclasses.dataclass(frozen=True)
 class AriaTrajectory:
   """A head trajectory at a fixed rate.
@@ -153,75 +154,6 @@ class AriaTrajectory:
     return self.T_world_cpf[:, 6] - self.floor_z
 
 
-def open_text(path: str | os.PathLike):
-  """A text file, gzip detected by its magic bytes."""
-  with open(path, "rb") as f:
-    magic = f.read(2)
-  if magic == b"\x1f\x8b":
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-  return open(path, encoding="utf-8", newline="")
-
-
-def read_csv_columns(path: str | os.PathLike,
-                     columns: tuple[str, ...]) -> np.ndarray:
-  """Numeric columns of a CSV with a header row (gzip detected).
-
-  Args:
-    path: the file.
-    columns: names to read.
-
-  Returns:
-    (N, len(columns)) float64.
-
-  Raises:
-    AriaError: unreadable file, missing columns (named), a bad or
-      non-finite value (row and column named), or no rows.
-  """
-  path = os.fspath(path)
-  try:
-    with open_text(path) as f:
-      reader = csv.reader(f)
-      header = next(reader, None)
-      if header is None:
-        raise AriaError(f"{path}: empty file (expected a header row)")
-      header = [h.strip() for h in header]
-      missing = [c for c in columns if c not in header]
-      if missing:
-        raise AriaError(f"{path}: missing columns {missing} (has {header})")
-      index = [header.index(c) for c in columns]
-      rows = []
-      for number, row in enumerate(reader, start=2):
-        if not row:
-          continue
-        try:
-          rows.append([float(row[i]) for i in index])
-        except (ValueError, IndexError):
-          raise AriaError(
-              f"{path}: line {number}: bad or missing value in columns "
-              f"{list(columns)}") from None
-  except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
-    raise AriaError(f"{path}: cannot read ({e})") from e
-  if not rows:
-    raise AriaError(f"{path}: no data rows")
-  values = np.asarray(rows, np.float64)
-  bad = ~np.isfinite(values)
-  if bad.any():
-    row, col = np.argwhere(bad)[0]
-    raise AriaError(f"{path}: {int(bad.sum())} non-finite values, first in "
-                    f"column {columns[col]!r} of data row {row + 1}")
-  return values
-
-
-def read_csv_header(path: str | os.PathLike) -> list[str]:
-  """The column names of a CSV (gzip detected); AriaError if unreadable."""
-  try:
-    with open_text(path) as f:
-      header = next(csv.reader(f), None)
-  except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
-    raise AriaError(f"{os.fspath(path)}: cannot read ({e})") from e
-  return [h.strip() for h in header or []]
-
-
 def read_with(reader: str, path: str | os.PathLike, builtin, tools_name: str):
   """`builtin(path)`, or `aria_tools.<tools_name>(path)` as `reader` says.
 
@@ -240,8 +172,6 @@ def read_with(reader: str, path: str | os.PathLike, builtin, tools_name: str):
     raise AriaError(f"reader={reader!r}: expected one of {list(READERS)}")
   if reader == "builtin":
     return builtin(path)
-  # aria_tools imports this module.
-  from motiongrpo_jax.data import aria_tools  # pylint: disable=g-import-not-at-top
   if reader == "projectaria_tools" or aria_tools.available():
     try:
       return getattr(aria_tools, tools_name)(path)
@@ -433,7 +363,6 @@ def load_mps(
       reader, or `use_svd` without `device_calibration`.
   """
   if device_calibration is not None:
-    from motiongrpo_jax.data import aria_tools  # pylint: disable=g-import-not-at-top
     T_device_cpf = aria_tools.T_device_cpf(device_calibration, use_svd)
   elif use_svd:
     raise AriaError("use_svd needs device_calibration (the recording's VRS "

@@ -125,6 +125,11 @@ def read_wrist_and_palm_poses(path: str | os.PathLike,
     AriaError: naming the file (and column and row): unreadable, a missing
       column or a bad or non-finite value.
   """
+  # Checked for both readers: projectaria-tools' parser fills a missing
+  # column with zeros or garbage, unreported.
+  missing = [c for c in POSE_COLUMNS if c not in aria.read_csv_header(path)]
+  if missing:
+    raise aria.AriaError(f"{os.fspath(path)}: missing columns {missing}")
   rows, normals = aria.read_with(reader, path, _read_csv,
                                  "read_wrist_and_palm_poses")
   order = np.argsort(rows[:, 0], kind="stable")

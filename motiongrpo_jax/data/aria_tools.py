@@ -30,8 +30,7 @@ import warnings
 
 import numpy as np
 
-from motiongrpo_jax.data import aria
-from motiongrpo_jax.data import aria_hands
+from motiongrpo_jax.data import aria_csv
 
 _US = datetime.timedelta(microseconds=1)
 INSTALL = 'pip install -e ".[aria]"'
@@ -49,7 +48,7 @@ def available() -> bool:
 
 def _require(path) -> None:
   if not available():
-    raise aria.AriaError(f"{os.fspath(path)}: reading it with projectaria-tools"
+    raise aria_csv.AriaError(f"{os.fspath(path)}: reading it with projectaria-tools"
                          f" needs the package: {INSTALL}")
 
 
@@ -79,10 +78,10 @@ def _native_log():
 
 def _data_rows(path) -> int:
   try:
-    with aria.open_text(path) as f:
+    with aria_csv.open_text(path) as f:
       return sum(1 for line in f if line.strip()) - 1
   except (OSError, EOFError, UnicodeDecodeError) as e:
-    raise aria.AriaError(f"{os.fspath(path)}: cannot read ({e})") from e
+    raise aria_csv.AriaError(f"{os.fspath(path)}: cannot read ({e})") from e
 
 
 def _check(path, items: list, log: list[str], *arrays: np.ndarray) -> None:
@@ -90,13 +89,13 @@ def _check(path, items: list, log: list[str], *arrays: np.ndarray) -> None:
   rows = _data_rows(path)
   if not items or len(items) != rows:
     said = [l for l in log[0].splitlines() if l and not l.startswith("Loaded")]
-    raise aria.AriaError(
+    raise aria_csv.AriaError(
         f"{os.fspath(path)}: projectaria-tools read {len(items)} of {rows} rows"
         f" ({said[-1] if said else 'no message'})")
   for values in arrays:
     if not np.all(np.isfinite(values)):
       row = int(np.argwhere(~np.isfinite(values))[0, 0])
-      raise aria.AriaError(f"{os.fspath(path)}: non-finite value in data row "
+      raise aria_csv.AriaError(f"{os.fspath(path)}: non-finite value in data row "
                            f"{row + 1}")
 
 
@@ -126,16 +125,14 @@ def read_points(path) -> np.ndarray:
 
 
 def read_wrist_and_palm_poses(path) -> tuple[np.ndarray, np.ndarray | None]:
-  """Rows of `aria_hands.POSE_COLUMNS` and `NORMAL_COLUMNS` (or None).
+  """Rows (N, 15) and normals (N, 12) or None, in the column order of
+  `aria_hands.POSE_COLUMNS` and `NORMAL_COLUMNS` (the caller checks the
+  header first: this parser fills a missing column with zeros or garbage,
+  unreported).
 
   projectaria-tools drops the hands of confidence ≤ 0: theirs is 0 here.
   """
   _require(path)
-  # Its parser fills a missing column with zeros or garbage, unreported.
-  header = aria.read_csv_header(path)
-  missing = [c for c in aria_hands.POSE_COLUMNS if c not in header]
-  if missing:
-    raise aria.AriaError(f"{os.fspath(path)}: missing columns {missing}")
   from projectaria_tools.core import mps  # pylint: disable=g-import-not-at-top
   with _native_log() as log, warnings.catch_warnings():
     # It announces the format's successor (hand_tracking_results.csv).
@@ -152,9 +149,10 @@ def read_wrist_and_palm_poses(path) -> tuple[np.ndarray, np.ndarray | None]:
                  if pair else [np.nan] * 6)
     rows.append(row)
     normals.append(normal)
-  rows = np.array(rows, np.float64).reshape(-1, len(aria_hands.POSE_COLUMNS))
-  normals = np.array(normals, np.float64).reshape(
-      -1, len(aria_hands.NORMAL_COLUMNS))
+  # Timestamp, then per side: confidence, wrist xyz, palm xyz.
+  rows = np.array(rows, np.float64).reshape(-1, 1 + 2 * 7)
+  # Per side: palm normal, wrist normal.
+  normals = np.array(normals, np.float64).reshape(-1, 2 * 6)
   # A file without normals has none for any hand; a missing hand none.
   has_normals = not np.all(np.isnan(normals))
   normals = np.nan_to_num(normals) if has_normals else None
@@ -176,7 +174,7 @@ def T_device_cpf(path: str | os.PathLike, use_svd: bool) -> np.ndarray:
   """
   path = pathlib.Path(path)
   if not path.is_file():
-    raise aria.AriaError(f"{path}: no such file (device calibration: the "
+    raise aria_csv.AriaError(f"{path}: no such file (device calibration: the "
                          "recording's VRS file or its calibration JSON)")
   _require(path)
   from projectaria_tools.core import calibration  # pylint: disable=g-import-not-at-top
@@ -195,7 +193,7 @@ def T_device_cpf(path: str | os.PathLike, use_svd: bool) -> np.ndarray:
       error = None
   if device is None:
     said = error or (log[0].strip().splitlines() or ["no message"])[-1]
-    raise aria.AriaError(f"{path}: projectaria-tools read no device "
+    raise aria_csv.AriaError(f"{path}: projectaria-tools read no device "
                          f"calibration ({said})")
   cpf_type = getattr(calibration, "CpfType", None)
   try:
@@ -206,7 +204,7 @@ def T_device_cpf(path: str | os.PathLike, use_svd: bool) -> np.ndarray:
       pose = device.get_transform_device_cpf(use_svd=use_svd)
   except TypeError as e:  # a version with neither argument: CAD only
     if use_svd:
-      raise aria.AriaError(f"{path}: this projectaria-tools has no SVD-aligned"
+      raise aria_csv.AriaError(f"{path}: this projectaria-tools has no SVD-aligned"
                            " CPF (use_svd)") from e
     pose = device.get_transform_device_cpf()
   pose = np.asarray(pose.to_quat_and_translation(), np.float64)[0]

@@ -191,8 +191,12 @@ def test_headroom(results):
     assert 0 < s["best_of_g"] <= s["single"] <= s["worst_of_g"]
     assert s["best_gap_percent"] <= 0
     assert math.isfinite(s["mean_gap_percent"])
-  # The norm is convex: the mean sample's error is at most the mean error.
-  assert summary["mpjpe"]["mean_of_g"] <= summary["mpjpe"]["single"] + 1e-6
+  # The norm is convex: the mean sample's error is at most the mean error,
+  # up to the float32 rounding of two means of the same ~300 mm errors (a
+  # few ulps of the value; one ulp of 300 is 3e-5).
+  single = summary["mpjpe"]["single"]
+  assert summary["mpjpe"]["mean_of_g"] <= single * (
+      1 + 8 * np.finfo(np.float32).eps)
 
 
 def test_critic_ranks(results):
