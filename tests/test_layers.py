@@ -91,3 +91,13 @@ def test_no_import_cycles():
     if node not in state:
       visit(node, [node])
   assert not cycles, cycles
+
+
+def test_the_sampler_does_not_know_guidance():
+  """Inner guidance reaches the sampler only as its `x0_guide` hook: the
+  diffusion package imports nothing of guidance (same layer, so the rule
+  above would allow it)."""
+  wrong = sorted(f"{a} -> {b}" for a, targets in _imports().items()
+                 if _package(a) == "diffusion"
+                 for b in targets if _package(b) == "guidance")
+  assert not wrong, wrong

@@ -12,7 +12,8 @@ Variants (the default is `default`):
            consecutive subsequences of L + 1 = 129 CPF poses.
 Both sample with EgoAllo's 30-step sampler and write
 `WORKDIR/eval_metrics.json` and `WORKDIR/eval_per_sequence.csv`.
-`--config.guidance.mode=no_hands` adds EgoAllo's post-sampling guidance.
+`--config.guidance.mode=no_hands` adds EgoAllo's post-sampling guidance
+(`--config.guidance.inner=True` also its guidance inside the sampler).
 """
 
 import ml_collections
@@ -74,8 +75,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # EgoAllo's defaults and their comments) ####
   config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
-  # #### Guidance after sampling (`guidance/residuals.py` GuidanceConfig:
-  # EgoAllo's "post" guidance; mode "off" by default). With it on, the
+  # #### Guidance (`guidance/residuals.py` GuidanceConfig: EgoAllo's
+  # "post" guidance after sampling, and with `inner` its guidance of each
+  # step's x̂0 in the sampler; mode "off" by default). With it on, the
   # unguided samples are scored too and eval_metrics.json gains the paired
   # change guided vs unguided ####
   config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)

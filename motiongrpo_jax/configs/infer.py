@@ -71,9 +71,10 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # EgoAllo's defaults and their comments) ####
   config.sampler = config_sections.from_dataclass(sampler_lib.SamplerConfig)
 
-  # #### Guidance after sampling (`guidance/residuals.py` GuidanceConfig;
-  # "off" by default). With it on, outputs.npz holds the guided samples and
-  # the sampler's own under `unguided_*` ####
+  # #### Guidance (`guidance/residuals.py` GuidanceConfig: after sampling,
+  # and with `inner` inside the sampler; "off" by default). With it on,
+  # outputs.npz holds the guided samples and the sampler's own under
+  # `unguided_*` ####
   config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)
 
   # #### Rendering ####

@@ -16,6 +16,13 @@ coefficients are float64 (schedule.py) cast to float32 where they multiply
 arrays; the evaluation order is EgoAllo's. `SamplerConfig.update="ddim"`
 gives the general DDIM-η form instead.
 
+`rollout` takes an optional `x0_guide(x̂0, k) -> x̂0`, applied to the
+projected x̂0 of every step k before μ: test-time guidance (EgoAllo's
+"inner") without the sampler knowing what it does. The step's update then
+re-noises the guided x̂0. With σ = 0 on the last step (c_x0 = 1, c_dir = 0)
+the sample is the last guided x̂0. `rescore` has no hook: GRPO's rollouts are
+unguided.
+
 Log-probabilities (float32, from float64-derived constants):
   log π = −½‖x_next − μ‖²/σ² − n·log σ − (n/2)·log 2π,
 with the squared norm over the frame and state dims of valid frames and
@@ -33,7 +40,8 @@ d = 496 with hands, 226 without):
   xs         (S+1, B, L, d)  x_{t_0} = x_T, …, x_{t_S} = x_0 (the sample)
   log_probs  (S, B)          log π_θ(xs[k+1] | xs[k], c); 0 where σ_k = 0
   means      (S, B, L, d)    μ_θ(xs[k])            (None unless return_means)
-  x0_preds   (S, B, L, d)    projected x̂0 at step k (None unless return_x0)
+  x0_preds   (S, B, L, d)    projected x̂0 at step k, after `x0_guide` (None
+                             unless return_x0)
   stds       (S,)            σ_k (float32)
   trainable  (S,)            σ_k > 0
   timesteps  (S,)            t_k (int32)
@@ -58,6 +66,8 @@ from motiongrpo_jax.model import packing
 # apply_fn(params, x_t (B,n,d), t (B,) int32, T_world_cpf (B,n,7),
 #          T_cpf_tm1_cpf_t (B,n,7), mask (B,n) bool | None) -> x̂0 (B,n,d).
 ApplyFn = Callable[..., jax.Array]
+# x0_guide(x̂0 (B,n,d), step index k () int32) -> x̂0 (B,n,d).
+X0Guide = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -424,6 +434,7 @@ def rollout(
     mask: jax.Array | None = None,
     packed_dim: int | None = None,
     config: SamplerConfig = SamplerConfig(),
+    x0_guide: X0Guide | None = None,
 ) -> RolloutOutput:
   """Samples x_T … x_0 by one `lax.scan` of `sampler_step`.
 
@@ -442,6 +453,8 @@ def rollout(
     mask: (B, L) valid frames, or None (EgoAllo: all valid, no network mask).
     packed_dim: d (needed only with `key` and no `x_init`): 496 or 226.
     config: sampler options.
+    x0_guide: changes each step's projected x̂0 before the update (see
+      `X0Guide`; inner guidance), or None: the plain sampler.
 
   Returns:
     RolloutOutput (shapes in the module docstring).
@@ -476,8 +489,13 @@ def rollout(
     step_key = None
     if step_noise is None:
       step_key = jax.random.fold_in(key, index + 1)
+    x0 = None
+    if x0_guide is not None:
+      x0 = x0_guide(predict_x0(apply_fn, params, x_t, step_consts.t,
+                               condition, mask, config), index)
     out = sampler_step(apply_fn, params, x_t, step_consts, condition,
-                       noise=step_noise, key=step_key, mask=mask, config=config)
+                       noise=step_noise, key=step_key, mask=mask, config=config,
+                       x0=x0)
     ys = (out.x_next, out.log_prob,
           out.mean if config.return_means else None,
           out.x0 if config.return_x0 else None)

@@ -133,9 +133,10 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
   Samples N motions per window (each window's rollout is independent of the
   others in the batch: its own key, its frame mask given to the network) and
   scores them with `score_samples` (and `extra_scores`). With `guidance`
-  on, the samples are guided after sampling (EgoAllo's "post") and scored,
-  and the unguided samples are scored under `UNGUIDED` names. One
-  compilation per batch shape.
+  on, the samples are guided (EgoAllo's "inner": each denoising step's x̂0,
+  in the sampler; "post": after sampling) and scored, and the sampler's own
+  samples without any guidance (the same keys) are scored under `UNGUIDED`
+  names. One compilation per batch shape.
 
   Args:
     apply_fn: the network (`sampler.model_apply_fn`).
@@ -145,7 +146,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     num_samples: N, samples per window.
     fps: frames per second.
     extra_scores: more per-sample scores (e.g. GRPO's rewards).
-    guidance: post-sampling guidance options (None or mode "off": none).
+    guidance: guidance options (None or mode "off": none).
     wrist_target_noise: with guidance mode "aria_wrist_only", the std
       (metres) of the noise on the ground-truth wrist targets
       (`ground_truth_wrists`; their key is folded from the eval key).
@@ -154,38 +155,65 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     fn(params, batch, key, extra_params) -> {name: (B, N)}; `fn.func` is the
     `jax.jit` function (taking `body` as a keyword argument).
   """
+  guided = guidance is not None and guidance.enabled
 
-  def sample_one(params, Ts_world_cpf, floor, frame_mask, key):
+  def sample_one(params, Ts_world_cpf, floor, frame_mask, key, x0_guide):
     condition = sampler_lib.sampler_condition(Ts_world_cpf[None],
                                               floor[None])
     out = sampler_lib.rollout(apply_fn, params, condition, key=key,
                               mask=frame_mask[None], packed_dim=packed_dim,
-                              config=config)
+                              config=config, x0_guide=x0_guide)
     return out.xs[-1, 0]
+
+  def sample(params, batch, keys, body, inner=False, targets=None):
+    """(B, N, L, d) samples, inner-guided with `inner` (wrist `targets`
+    {name: (B, L, ...)} or None)."""
+
+    def one(Ts_world_cpf, floor, frame_mask, targets, key):
+      x0_guide = None
+      if inner:
+        x0_guide = guidance_lib.inner_guide(
+            Ts_world_cpf[1:], body, guidance, mask=frame_mask,
+            **(targets or {}))
+      return sample_one(params, Ts_world_cpf, floor, frame_mask, key,
+                        x0_guide)
+
+    windows = (batch["T_world_cpf"], floor_z(batch),
+               output_mask(batch["mask"]), targets)
+    if not inner:
+      per_sample = jax.vmap(one, (None, None, None, None, 0))
+      return jax.vmap(per_sample)(*windows, keys)
+    # One vmap over the B·N rollouts: XLA:CPU (jaxlib 0.10.2) segfaults
+    # running the LM's loops inside the scan under two nested vmaps.
+    b, n = keys.shape[:2]
+    x0 = jax.vmap(one)(
+        *jax.tree.map(lambda a: jnp.repeat(a, n, axis=0), windows),
+        keys.reshape((b * n,) + keys.shape[2:]))
+    return x0.reshape((b, n) + x0.shape[1:])
 
   @jax.jit
   def fn(params, batch, key, extra_params, body):
     keys = window_keys(key, batch["seq_index"], batch["start"], num_samples)
-    per_sample = jax.vmap(sample_one, (None, None, None, None, 0))
-    x0 = jax.vmap(per_sample, (None, 0, 0, 0, 0))(
-        params, batch["T_world_cpf"], floor_z(batch),
-        output_mask(batch["mask"]), keys)  # shape [B, N, L, d]
+    x0 = sample(params, batch, keys, body)  # shape [B, N, L, d]
     values = {}
-    if guidance is not None and guidance.enabled:
+    if guided:
       values = {UNGUIDED + k: v
                 for k, v in score_samples(x0, batch, body, fps).items()}
-      wrist_targets = {}
+      targets = {}  # {name: (B, L, ...)}
       if guidance.mode == "aria_wrist_only":
         wrists = ground_truth_wrists(batch, body, jax.random.fold_in(key, 1),
                                      wrist_target_noise)
         valid = jnp.broadcast_to(output_mask(batch["mask"])[..., None],
                                  wrists.shape[:-1])  # (B, L, 2)
-        wrist_targets = dict(wrists=wrists[:, None],
-                             wrist_mask=valid[:, None],
-                             wrist_rot_mask=jnp.zeros_like(valid)[:, None])
-      x0 = guidance_lib.guide(
-          x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
-          mask=output_mask(batch["mask"])[:, None], **wrist_targets)
+        targets = dict(wrists=wrists, wrist_mask=valid,
+                       wrist_rot_mask=jnp.zeros_like(valid))
+      if guidance.runs_inner:
+        x0 = sample(params, batch, keys, body, inner=True, targets=targets)
+      if guidance.runs_post:
+        x0 = guidance_lib.guide(
+            x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
+            mask=output_mask(batch["mask"])[:, None],
+            **{k: v[:, None] for k, v in targets.items()})
     values.update(score_samples(x0, batch, body, fps))
     if extra_scores is not None:
       values.update(extra_scores(x0, batch, extra_params))

@@ -1,4 +1,6 @@
-"""Guidance as a Levenberg–Marquardt solve, on packed samples.
+"""Guidance as a Levenberg–Marquardt solve, on packed samples: after
+sampling (`guide`, EgoAllo's "post") or on each denoising step's x̂0
+(`inner_guide`, the sampler's `x0_guide` hook: EgoAllo's "inner").
 
 A small matrix-free LM: each iteration linearises the residuals (JVP/VJP
 through the forward kinematics; the Jacobian is never formed), solves the
@@ -16,6 +18,9 @@ which is what LM needs, is not an option there.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +133,34 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
   guided = jax.vmap(one)(*inputs).reshape(quats.shape)
   return packing.pack(fields.betas, geometry.quat_to_matrix(guided),
                       fields.contacts, fields.hand_rotmats)
+
+
+def inner_guide(T_world_cpf: jax.Array, body: body_model.BodyModel,
+                config: residuals_lib.GuidanceConfig,
+                mask: jax.Array | None = None,
+                wrists: jax.Array | None = None,
+                wrist_mask: jax.Array | None = None,
+                wrist_rot_mask: jax.Array | None = None
+                ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The sampler's `x0_guide` for inner guidance: `guide` with
+  `config.inner_iterations` LM iterations on every step's x̂0.
+
+  Args:
+    T_world_cpf: (..., L, 7) CPF poses of the sampled frames (unshifted
+      world), broadcast over the leading axes of x0 as in `guide`.
+    body: the body model.
+    config: guidance options.
+    mask, wrists, wrist_mask, wrist_rot_mask: as `guide`'s ((..., L),
+      (..., L, 2, 7), (..., L, 2), (..., L, 2)), or None.
+
+  Returns:
+    fn(x0 (B, L, d), step) -> guided x0 (B, L, d); the same at every step.
+  """
+  inner = dataclasses.replace(config, iterations=config.inner_iterations)
+
+  def fn(x0: jax.Array, step: jax.Array) -> jax.Array:
+    del step  # EgoAllo guides every step alike.
+    return guide(x0, T_world_cpf, body, inner, mask, wrists, wrist_mask,
+                 wrist_rot_mask)
+
+  return fn

@@ -21,9 +21,12 @@ Steps of `run`:
      (EgoAllo's blend), so a recording of any length is one rollout. Sample s
      uses the key fold_in(key(seed), s), so it does not depend on
      `num_samples`.
-  4. With `config.guidance.mode` on, guide each sample after sampling
-     (EgoAllo's "post" guidance, `guidance/`; `aria_wrist_only` pulls the
-     wrists to the estimated positions, leaving their orientations free).
+  4. With `config.guidance.mode` on, guide each sample (`guidance/`):
+     with `guidance.inner` each denoising step's x̂0 inside the sampler
+     (EgoAllo's "inner"), with `guidance.post` the sample after sampling
+     (EgoAllo's "post"); `aria_wrist_only` pulls the wrists to the
+     estimated positions, leaving their orientations free. The unguided
+     samples are the sampler's own, with the same keys.
      Pose each sample (`pose_samples`): rotations projected onto SO(3), the
      pelvis placed so that the posed body's CPF is the input CPF pose.
   5. Write `WORKDIR/outputs.npz` (atomically) and render
@@ -410,7 +413,8 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     model: the denoiser.
     config: sampler options (windows for long inputs).
     num_samples: S.
-    guidance: post-sampling guidance (None or mode "off": none).
+    guidance: guidance options, inner and/or post (None or mode "off":
+      none).
 
   Returns:
     fn(params, Ts_world_cpf (N, 7), floor_z (), key, body, wrists=None) ->
@@ -427,21 +431,33 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     condition = sampler_lib.sampler_condition(Ts_world_cpf[None],
                                               floor_z[None])
 
-    def one(sample_key):
-      out = sampler_lib.rollout(apply_fn, params, condition, key=sample_key,
-                                packed_dim=dim, config=config)
-      return out.xs[-1, 0]
-
-    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(
-        jnp.arange(num_samples))
-    x0 = jax.vmap(one)(keys)  # shape [S, T, d]
-    if guidance is None or not guidance.enabled:
-      return {"": pose_samples(x0, Ts_world_cpf[1:], body)}
     targets = {} if wrists is None else {
         "wrists": wrists.T_world_wrist, "wrist_mask": wrists.position_mask,
         "wrist_rot_mask": wrists.rotation_mask}
-    guided = guidance_optimize.guide(x0, Ts_world_cpf[1:], body, guidance,
-                                     **targets)
+
+    def sample(inner):  # (S, T, d)
+      x0_guide = None
+      if inner:
+        x0_guide = guidance_optimize.inner_guide(Ts_world_cpf[1:], body,
+                                                 guidance, **targets)
+
+      def one(sample_key):
+        out = sampler_lib.rollout(apply_fn, params, condition, key=sample_key,
+                                  packed_dim=dim, config=config,
+                                  x0_guide=x0_guide)
+        return out.xs[-1, 0]
+
+      return jax.vmap(one)(keys)
+
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(
+        jnp.arange(num_samples))
+    x0 = sample(inner=False)  # shape [S, T, d]
+    if guidance is None or not guidance.enabled:
+      return {"": pose_samples(x0, Ts_world_cpf[1:], body)}
+    guided = sample(inner=True) if guidance.runs_inner else x0
+    if guidance.runs_post:
+      guided = guidance_optimize.guide(guided, Ts_world_cpf[1:], body,
+                                       guidance, **targets)
     return {"": pose_samples(guided, Ts_world_cpf[1:], body),
             "unguided_": pose_samples(x0, Ts_world_cpf[1:], body)}
 

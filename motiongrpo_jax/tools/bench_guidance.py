@@ -1,5 +1,6 @@
-"""`bench guidance`: post-sampling guidance vs the sampler alone
-(`tools/bench.py` describes the shared fields)."""
+"""`bench guidance`: post-sampling guidance vs the sampler alone, and with
+`--inner` the sampler with inner guidance (`tools/bench.py` describes the
+shared fields)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,19 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--iterations", type=int,
                       default=residuals.GuidanceConfig.iterations,
                       help="LM iterations (EgoAllo's post guidance: 20).")
+  parser.add_argument("--inner", action="store_true",
+                      help="also time the sampler with inner guidance.")
+  parser.add_argument("--inner_iterations", type=int,
+                      default=residuals.GuidanceConfig.inner_iterations,
+                      help="LM iterations per step with --inner (EgoAllo's "
+                      "inner guidance: 5).")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
 
 
 @bench_lib.subcommand("guidance", "EgoAllo's post guidance (no_hands) on "
-                      "sampled windows, and the sampler alone.", _arguments)
+                      "sampled windows, the sampler alone, and with --inner the "
+                      "sampler with inner guidance.", _arguments)
 def bench_guidance(args: argparse.Namespace) -> dict[str, Any]:
   matmul_dtype, config = bench_sampler.sampler_mode("exact")
   model = Denoiser(bench_sampler.denoiser_config(args.size, False,
@@ -49,13 +57,28 @@ def bench_guidance(args: argparse.Namespace) -> dict[str, Any]:
       lambda: rollout(params, cond, key=key).xs, args.repeats)
   x0 = rollout(params, cond, key=key).xs[-1]  # shape [B, L, d]
 
-  guidance = residuals.GuidanceConfig(mode="no_hands",
-                                      iterations=args.iterations)
+  guidance = residuals.GuidanceConfig(
+      mode="no_hands", iterations=args.iterations, inner=args.inner,
+      inner_iterations=args.inner_iterations).validate()
   body = body_model.builtin_body()
   guide = jax.jit(lambda x, T: optimize.guide(x, T, body, guidance))
   program = bench_lib.compile_program(guide, x0, Ts[:, 1:])
   guiding = bench_lib.time_calls(
       lambda: program.compiled(x0, Ts[:, 1:]), args.repeats)
+  inner = {}
+  if args.inner:
+    # The floor is at 0, so the condition's CPF poses are the world's.
+    inner_rollout = jax.jit(lambda p, c, k: sampler.rollout(
+        sampler.model_apply_fn(model), p, c, key=k, packed_dim=dim,
+        config=config, x0_guide=optimize.inner_guide(
+            c.T_world_cpf, body, guidance)).xs[-1])
+    timing = bench_lib.time_calls(
+        lambda: inner_rollout(params, cond, key), args.repeats)
+    inner = {
+        "inner_iterations": args.inner_iterations,
+        "inner_sampler_seconds_per_batch": timing["best_s"],
+        "inner_sampler_over_sampler": timing["best_s"] / sampling["best_s"],
+    }
   return {
       "benchmark": "guidance",
       "size": args.size,
@@ -70,6 +93,7 @@ def bench_guidance(args: argparse.Namespace) -> dict[str, Any]:
       "guidance_over_sampler": guiding["best_s"] / sampling["best_s"],
       "guidance_compile_s": program.compile_s,
       "guidance_cpu_seconds_per_batch": guiding["cpu_s"],
+      **inner,
       "load_average_1m": bench_lib.load_average(),
       "peak_rss_bytes": bench_lib.peak_rss_bytes(),
       **program.memory,

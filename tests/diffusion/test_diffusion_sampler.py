@@ -316,3 +316,72 @@ def test_exploration_steps_use_ddim_sigma_and_its_log_prob_by_hand():
   assert float(out.log_prob[0]) == pytest.approx(log_prob, rel=1e-5)
   with pytest.raises(ValueError, match="explore_steps"):
     sampler.SamplerConfig(num_steps=3, explore_steps=4).validate()
+
+
+# --- The x̂0 hook (inner guidance): 3 DDIM steps of the tiny network on one
+# 8-frame window, two windows of a batch, one with masked frames.
+HOOK_SAMPLER = sampler.SamplerConfig(num_steps=3, update="ddim",
+                                     window_size=16, overlap=4,
+                                     return_x0=True)
+
+
+def _hook_setup():
+  model = Denoiser(TINY)
+  cond = sampler.sampler_condition(_walk(2, 9), jnp.array([0.0, 0.1]))
+  params = model.init(
+      jax.random.key(0), jnp.zeros((1, 4, 226)), jnp.ones((1,), jnp.int32),
+      cond.T_world_cpf[:1, :4], cond.T_cpf_tm1_cpf_t[:1, :4])["params"]
+  mask = jnp.ones((2, 8), bool).at[1, 6:].set(False)
+
+  def run(**hook):  # {} (no argument) or {"x0_guide": a hook or None}
+    return lambda p, k: sampler.rollout(
+        sampler.model_apply_fn(model), p, cond, key=k, mask=mask,
+        packed_dim=226, config=HOOK_SAMPLER, **hook)
+
+  return params, run
+
+
+def test_no_hook_and_an_identity_hook_are_the_plain_rollout():
+  """x0_guide=None is the rollout without the argument, bit for bit. The
+  identity hook traces the same operations in the same order (the network's
+  x̂0 is handed to the same step as its precomputed x̂0), so the programs
+  are identical and so are the bits: no tolerance is needed."""
+  params, run = _hook_setup()
+  key = jax.random.key(1)
+  plain = jax.jit(run())(params, key)
+  identity = lambda x0, step: x0  # pylint: disable=unnecessary-lambda-assignment
+  for fn in (run(x0_guide=None), run(x0_guide=identity)):
+    assert str(jax.make_jaxpr(fn)(params, key)) == str(
+        jax.make_jaxpr(run())(params, key))
+    for a, b in zip(jax.jit(fn)(params, key), plain):
+      if a is not None:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_constant_hook_by_hand():
+  """A hook returning c_k = 0.25 + k at step k. The update then uses c_k as
+  x̂0: step 0 is c_x0·c_0 + c_dir·(x_T − c_xt·c_0)/denom + σ·ε_0 (float32, a
+  handful of roundings of terms ≤ 5 in size: ≤ 8·eps·5 apart, whatever the
+  order); the last step has σ = 0, c_x0 = √ᾱ_0 = 1 and c_dir = 0, so the
+  sample is exactly c_{S−1} = 2.25 (1·c + 0·(…)/denom = c in float)."""
+  params, run = _hook_setup()
+  key = jax.random.key(1)
+  const = lambda x0, step: jnp.full_like(x0, 0.25) + step  # pylint: disable=unnecessary-lambda-assignment
+  out = jax.jit(run(x0_guide=const))(params, key)
+  consts = sampler.step_constants(HOOK_SAMPLER)
+  last = consts.t.shape[0] - 1
+  assert (float(consts.sigma[last]), float(consts.c_x0[last]),
+          float(consts.c_dir[last])) == (0.0, 1.0, 0.0)
+  np.testing.assert_array_equal(out.xs[-1], 0.25 + last)
+  np.testing.assert_array_equal(
+      out.x0_preds, np.broadcast_to(0.25 + np.arange(last + 1.0)[:, None, None,
+                                                                   None],
+                                    out.x0_preds.shape))
+  x_T = np.asarray(out.xs[0], np.float64)
+  eps0 = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), x_T.shape),
+                    np.float64)
+  c = jax.tree.map(lambda a: float(a[0]), consts)
+  step0 = (c.c_x0 * 0.25 + c.c_dir * (x_T - c.c_xt * 0.25) / c.denom
+           + c.sigma * eps0)
+  assert max(np.abs(x_T).max(), np.abs(eps0).max()) < 5.5
+  np.testing.assert_allclose(out.xs[1], step0, rtol=0, atol=8 * EPS * 5.5)

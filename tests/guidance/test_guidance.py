@@ -184,6 +184,48 @@ def test_bad_options_name_themselves(field, value, match):
     config.validate()
 
 
+@pytest.mark.parametrize("options, match", [
+    (dict(mode="no_hands", inner_iterations=0), r"guidance.inner_iterations=0"),
+    (dict(mode="no_hands", inner=1), r"guidance.inner=1: expected True or"),
+    (dict(mode="no_hands", post="yes"), r"guidance.post='yes'"),
+    (dict(inner=True), r"guidance.inner=True: needs guidance.mode"),
+    (dict(mode="no_hands", post=False), r"guidance.post=False: .* guides "
+     "nothing"),
+])
+def test_bad_inner_and_post_options_name_themselves(options, match):
+  with pytest.raises(ValueError, match=match) as error:
+    residuals.GuidanceConfig(**options).validate()
+  assert "\n" not in str(error.value)  # one line
+
+
+def test_inner_and_post_switches():
+  """Defaults: post only. Off mode runs neither; inner alone is allowed."""
+  assert (CONFIG.runs_inner, CONFIG.runs_post) == (False, True)
+  off = residuals.GuidanceConfig(post=True).validate()
+  assert (off.runs_inner, off.runs_post) == (False, False)
+  inner = residuals.GuidanceConfig(mode="no_hands", inner=True,
+                                   post=False).validate()
+  assert (inner.runs_inner, inner.runs_post) == (True, False)
+
+
+def test_inner_hook_is_guide_with_the_inner_iterations():
+  """The sampler hook of inner guidance guides x̂0 (B, L, d) like `guide`
+  with `inner_iterations` LM iterations, at whatever step it is called."""
+  key = jax.random.PRNGKey(2)
+  rotmats = geometry.quat_to_matrix(jaxlie.SO3.exp(
+      0.3 * jax.random.normal(key, (2, L, 21, 3))).wxyz)
+  x0 = packing.pack(jnp.zeros((2, L, 16)), rotmats, jnp.ones((2, L, 21)))
+  T = _walk(0.02)
+  config = dataclasses.replace(CONFIG, inner=True, inner_iterations=2)
+  hook = optimize.inner_guide(T, BODY, config)
+  expected = jax.jit(lambda x: optimize.guide(
+      x, T, BODY, dataclasses.replace(config, iterations=2)))(x0)
+  for step in (0, 7):
+    np.testing.assert_array_equal(
+        jax.jit(hook)(x0, jnp.int32(step)), expected)
+  assert not np.allclose(expected, x0, atol=1e-3)
+
+
 def test_wrist_rotation_has_its_own_mask():
   """Targets 5 cm and 0.2 rad (about x) off the sampled wrists. The
   rotation mask defaults to the position mask; masked off, only the

@@ -134,15 +134,21 @@ def test_deterministic(first_run, model_dir, data_dir, tmp_path):
                                 _metric_table(_read_csv(workdir)))
 
 
+@pytest.mark.parametrize("options", [
+    {"guidance.iterations": 5},  # post
+    {"guidance.inner": True, "guidance.inner_iterations": 2,
+     "guidance.post": False},  # inner only: 2 LM iterations on each step's x̂0
+], ids=["post", "inner"])
 def test_guidance_is_paired_with_the_unguided_samples(first_run, model_dir,
-                                                       data_dir, tmp_path):
-  """Post guidance: the unguided columns are the guidance-off run's samples
-  (same keys), the change is reported per metric, and the jittery samples of
-  a random network come out smoother."""
+                                                       data_dir, tmp_path,
+                                                       options):
+  """Post or inner guidance: the unguided columns are the guidance-off run's
+  samples (same keys: inner guidance samples twice), the change is reported
+  per metric, and the jittery samples of a random network come out
+  smoother."""
   workdir, _ = first_run
   summary = eval_mode.run(
-      _config(model_dir, data_dir, **{"guidance.mode": "no_hands",
-                                      "guidance.iterations": 5}),
+      _config(model_dir, data_dir, **{"guidance.mode": "no_hands"}, **options),
       str(tmp_path / "guided"))
   rows = _read_csv(tmp_path / "guided")
   unguided = np.array([[float(r[evaluate_lib.UNGUIDED + n])

@@ -111,21 +111,26 @@ def test_outputs_layout(first_run):
   assert not list(workdir.glob(".*tmp*"))  # The atomic write cleaned up.
 
 
+@pytest.mark.parametrize("options", [
+    dict(iterations=5),  # post
+    dict(inner=True, inner_iterations=2, post=False),  # inner only
+], ids=["post", "inner"])
 def test_guidance_keeps_the_unguided_samples(first_run, input_npz,
-                                             model_dir, tmp_path):
-  """With post guidance the sample fields are guided and `unguided_*` are
-  the guidance-off run's samples (same keys); the head stays on the input
-  and the guided motion is smoother (less jitter)."""
+                                             model_dir, tmp_path, options):
+  """With post or inner guidance the sample fields are guided and
+  `unguided_*` are the guidance-off run's samples (same keys); the head
+  stays on the input and the guided motion is smoother (less jitter)."""
   _, _, plain = first_run
   config = _config(input_npz, model_dir, kind="none")
-  config.guidance.update(mode="no_hands", iterations=5)
+  config.guidance.update(mode="no_hands", **options)
   infer.run(config, str(tmp_path))
   with np.load(tmp_path / infer.OUTPUT_FILE) as data:
     out = {k: data[k] for k in data.files}
   # The same sampler in a larger program: float32 rounding of the joints.
   np.testing.assert_allclose(out["unguided_joints_world"],
                              plain["joints_world"], atol=1e-5)
-  np.testing.assert_array_equal(out["betas"], out["unguided_betas"])
+  if not config.guidance.inner:  # post keeps the sample's betas
+    np.testing.assert_array_equal(out["betas"], out["unguided_betas"])
 
   def jitter(joints):  # mean |third difference|, (S, T, 22, 3)
     return np.mean(np.linalg.norm(np.diff(joints, 3, axis=1), axis=-1))

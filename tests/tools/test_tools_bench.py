@@ -87,10 +87,13 @@ def test_bench_scaling_tiny():
 
 def test_bench_guidance_tiny():
   r = _run(["guidance", "--size=tiny", "--seq_len=8", "--iterations=2",
-            "--repeats=1"])
+            "--inner", "--inner_iterations=1", "--repeats=1"])
   assert _positive(r["guidance_seconds_per_window"])
   assert r["guidance_over_sampler"] == pytest.approx(
       r["guidance_seconds_per_batch"] / r["sampler_seconds_per_batch"])
+  assert r["inner_iterations"] == 1
+  assert r["inner_sampler_over_sampler"] == pytest.approx(
+      r["inner_sampler_seconds_per_batch"] / r["sampler_seconds_per_batch"])
 
 
 def test_bench_profile_tiny_polar():
