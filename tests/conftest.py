@@ -9,7 +9,18 @@ test module must put `tests/` there itself).
 import os
 import pathlib
 
-import jax
+# The tests' programs are tiny, so their time is XLA compilation: LLVM's
+# optimisation passes and the fusion emitters cost more than they save there
+# (the suite runs ~30 % faster). Set before JAX starts, so every test and every
+# subprocess that copies `os.environ` compiles this way; the numerics are the
+# same maths in float32, within the tests' stated tolerances.
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0"
+                      " --xla_llvm_disable_expensive_passes=true"
+                      " --xla_cpu_use_fusion_emitters=false")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " +
+                           FAST_COMPILE_FLAGS).strip()
+
+import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 import pytest
 

@@ -96,10 +96,6 @@ def runs(base_dir, tmp_path_factory):
   out = tmp_path_factory.mktemp("runs")
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
-  # XLA options that compile several times faster (the programs are tiny).
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_backend_optimization_level=0"
-                      " --xla_llvm_disable_expensive_passes=true").strip()
   env["JAX_COMPILATION_CACHE_DIR"] = str(out / "jax_cache")
   env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

@@ -184,7 +184,8 @@ def test_main_on_four_devices_matches_one_device(trained, data_dir, tmp_path):
   config = _tiny_config(data_dir)
   flags = [f for f in _override_flags(config)
            if not f.startswith(("--config.mode=", "--config.variant="))]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"] +
+             " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   proc = subprocess.run(
       [sys.executable, "-m", "motiongrpo_jax.main",

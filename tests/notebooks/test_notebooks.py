@@ -64,9 +64,6 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
   monkeypatch.setenv("MOTIONGRPO_REPO", str(REPO))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-  monkeypatch.setenv("XLA_FLAGS", (
-      os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-      " --xla_llvm_disable_expensive_passes=true").strip())
   nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
   nb = _with_parameters(nb, SMALL[name])
   client = nbclient.NotebookClient(

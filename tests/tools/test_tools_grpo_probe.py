@@ -23,8 +23,6 @@ from motiongrpo_jax.tools import grpo_probe
 
 _HERE = pathlib.Path(__file__).resolve().parent
 _REPO = _HERE.parents[1]
-_FAST_COMPILE = ("--xla_backend_optimization_level=0 "
-                 "--xla_llvm_disable_expensive_passes=true")
 
 _SCRIPT = r"""
 import dataclasses, json, sys
@@ -93,7 +91,6 @@ json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
 def results(tmp_path_factory):
   path = tmp_path_factory.mktemp("probe") / "out.json"
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
   env["PYTHONPATH"] = os.pathsep.join(
       [str(_HERE.parent / "grpo"), str(_REPO), env.get("PYTHONPATH", "")])
   proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], env=env,

@@ -78,7 +78,8 @@ print("RESULT " + json.dumps(out))
 
 def test_four_devices_match_one_device_for_the_same_global_batch():
   env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             XLA_FLAGS=os.environ["XLA_FLAGS"] +
+             " --xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu",
              PYTHONPATH=os.pathsep.join([str(_REPO), str(_HERE)]))
   proc = subprocess.run([sys.executable, "-c", _DATA_PARALLEL_SCRIPT], env=env,

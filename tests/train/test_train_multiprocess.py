@@ -107,15 +107,11 @@ def _free_port() -> int:
 
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
-  """A child's environment: CPU, `devices` fake devices, fast compiles."""
+  """A child's environment: CPU, `devices` fake devices (conftest's flags)."""
   env = {k: v for k, v in os.environ.items()
          if not k.startswith("MOTIONGRPO_")}
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices}"
-      " --xla_backend_optimization_level=0"
-      " --xla_llvm_disable_expensive_passes=true"
-      # About 40 % less compile time for these programs.
-      " --xla_cpu_use_fusion_emitters=false"))
+      f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"))
   env.update(extra)
   return env
 
