@@ -6,7 +6,6 @@ fresh kernel (working directory: a temporary folder). XLA options that
 compile tiny programs faster are set for the kernel, as the mode tests do.
 """
 
-import os
 import pathlib
 import time
 

@@ -111,7 +111,9 @@ def _env(devices: int, **extra: str) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith("MOTIONGRPO_")}
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=(
-      f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"))
+      f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"
+      # About 40 % less compile time for these programs.
+      " --xla_cpu_use_fusion_emitters=false"))
   env.update(extra)
   return env
 
