@@ -9,7 +9,8 @@ Steps of `run`:
      denoiser (e.g. a critic workdir) before loading anything.
   2. Read the head trajectory (`load_head_trajectory`): an Aria MPS folder or
      `closed_loop_trajectory.csv` (`data/aria.load_mps`: CPF poses resampled
-     to `config.fps`, floor from the semi-dense points, files read as
+     to `config.fps`, floor from the semi-dense points, which are also
+     kept for the pictures (`aria.confident_points`), files read as
      `config.aria_reader` says, `T_device_cpf` from `config.aria_calibration`
      when given), or an `.npz` holding `T_world_cpf (N, 7)`; with guidance
      mode `aria_wrist_only` also the MPS wrist estimates
@@ -51,6 +52,10 @@ NOT shifted by the floor; z up, metres, quaternions wxyz):
   floor_z           ()             floor height
   fps               ()             frame rate
   metadata          ()             JSON string (input, checkpoint, sampler…)
+  semidense_points  (P, 3)         Aria input with a point file only: the
+                                   confident points in a box 4 m around the
+                                   CPF path, at most 20,000
+                                   (`aria.points_near`); for the pictures
 With guidance, the sample fields hold the guided samples and
 `unguided_<field>` the sampler's own.
 """
@@ -105,6 +110,7 @@ class HeadTrajectory(NamedTuple):
     floor_source: how the floor was found.
     source: the file read.
     wrists: world wrist targets of the N poses, or None.
+    points: (P, 3) world semi-dense points of the whole recording, or None.
   """
   Ts_world_cpf: np.ndarray
   timestamps_ns: np.ndarray
@@ -112,6 +118,7 @@ class HeadTrajectory(NamedTuple):
   floor_source: str
   source: str
   wrists: aria_hands.WristTargets | None = None
+  points: np.ndarray | None = None
 
 
 class PosedSamples(NamedTuple):
@@ -323,7 +330,8 @@ def load_head_trajectory(path: str | os.PathLike, fps: float = 30.0,
       targets = aria_hands.wrist_targets(
           aria_hands.read_wrist_and_palm_poses(wrist_file, aria_reader), mps)
     trajectory = HeadTrajectory(mps.T_world_cpf, stamps, float(mps.floor_z),
-                                mps.floor_source, str(csv_path), targets)
+                                mps.floor_source, str(csv_path), targets,
+                                mps.points)
   if wrists and trajectory.wrists is None:
     raise ValueError(f"{path}: wrist targets need an Aria MPS recording")
   if len(trajectory.Ts_world_cpf) < MIN_POSES:
@@ -556,8 +564,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "timestamps_ns": trajectory.timestamps_ns[1:].astype(np.int64),
       "floor_z": np.float32(trajectory.floor_z),
       "fps": np.float32(config.fps),
-      "metadata": np.array(json.dumps(metadata)),
   }
+  if trajectory.points is not None:
+    arrays["semidense_points"] = aria.points_near(
+        trajectory.points, trajectory.Ts_world_cpf[1:, 4:])
+    metadata["semidense_points"] = len(arrays["semidense_points"])
+  arrays["metadata"] = np.array(json.dumps(metadata))
   output = workdir_path / OUTPUT_FILE
   metadata["outputs"] = str(output)
   if jax.process_index() != 0:  # Every process samples; one writes.

@@ -1,8 +1,10 @@
 """Tests for the infer mode: EgoAllo's output layout in the unshifted world
-frame, windowed sampling of a long input, the GIF, Aria input, guidance to
-Aria wrist estimates, bad input."""
+frame, windowed sampling of a long input, the GIF, Aria input and its
+semi-dense points, guidance to Aria wrist estimates, bad input."""
 
+import gzip
 import json
+import re
 import warnings
 
 import imageio.v2 as imageio
@@ -276,6 +278,72 @@ def test_guidance_to_aria_wrists(model_dir, tmp_path):
                      r"wrist_and_palm_poses.csv"):
     infer.run(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+def _write_points(path, xyz, stds):
+  """A semidense_points.csv.gz with MPS's columns: (P, 3) positions, (P, 2)
+  inv_dist_std and dist_std."""
+  lines = ["uid,graph_uid,px_world,py_world,pz_world,inv_dist_std,dist_std"]
+  lines += [f"{i},ea7288b8-b6a0-012d-8156-257aba6bd796,{p[0]:.6f},"
+            f"{p[1]:.6f},{p[2]:.6f},{s[0]},{s[1]}"
+            for i, (p, s) in enumerate(zip(xyz, stds))]
+  path.write_bytes(gzip.compress("\n".join(lines).encode()))
+
+
+def test_aria_points_in_outputs_and_page(model_dir, tmp_path):
+  """An MPS recording with semi-dense points: the floor comes from them,
+  `outputs.npz` adds the confident ones in a box 4 m around the CPF path
+  (`semidense_points`, file order, float32) and the page draws them."""
+  folder, _, _ = _wrist_recording(tmp_path / "mps")
+  rng = np.random.default_rng(0)
+  floor = np.c_[rng.uniform(-2, 3, (1500, 2)),
+                rng.normal(_FLOOR, 0.002, 1500)]
+  wall = np.c_[rng.uniform(-2, 3, 500), np.full(500, 2.5),
+               rng.uniform(_FLOOR, _FLOOR + 2.5, 500)]
+  far = np.c_[np.full(20, 50.0), np.zeros(20), np.full(20, _FLOOR + 1)]
+  shaky = rng.uniform(-1, 1, (200, 3)) + [0, 0, _FLOOR + 1]
+  confident, unsure = [5e-4, 0.01], [0.01, 0.2]  # loose filter: in, out
+  xyz = np.concatenate([floor, wall, far, shaky])
+  stds = np.array([confident] * 2020 + [unsure] * 200)
+  _write_points(folder / "slam" / aria.POINT_FILES[0], xyz, stds)
+  config = _config(folder, model_dir, kind="html")
+  metadata = infer.run(config, str(tmp_path / "run"))
+  with np.load(tmp_path / "run" / infer.OUTPUT_FILE) as data:
+    out = {k: data[k] for k in data.files}
+  assert set(out) == {
+      "Ts_world_cpf", "Ts_world_root", "body_quats", "left_hand_quats",
+      "right_hand_quats", "contacts", "betas", "timestamps_ns",
+      "joints_world", "floor_z", "fps", "metadata", "semidense_points"}
+  assert metadata["floor_source"] == "points (loose filter)"
+  assert float(out["floor_z"]) == pytest.approx(_FLOOR, abs=0.003)
+  points = out["semidense_points"]
+  assert points.dtype == np.float32
+  np.testing.assert_allclose(points, np.concatenate([floor, wall]),
+                             atol=1e-6)
+  assert json.loads(str(out["metadata"]))["semidense_points"] == 2000
+  page = (tmp_path / "run" / "motion.html").read_text()
+  data = json.loads(re.search(r'id="motion-data">(.*?)</script>', page,
+                              re.S).group(1))
+  assert len(data["points_mm"]) == 3 * 2000
+
+
+def test_points_near_box_and_subset():
+  points = np.array([[0.0, 0, 0], [5, 0, 0], [0, 0, 4.5], [1, 1, 1]])
+  path = np.array([[0.0, 0, 0], [0.5, 0, 0]])
+  # The box: x in [-4, 4.5], y and z in [-4, 4].
+  np.testing.assert_array_equal(aria.points_near(points, path, margin=4.0),
+                                points[[0, 3]])
+  many = np.random.default_rng(0).uniform(-1, 1, (100, 3))
+  kept = aria.points_near(many, path, max_points=10)
+  assert kept.shape == (10, 3) and kept.dtype == np.float32
+  rows = [int(np.argmin(np.abs(many - k).sum(-1))) for k in kept]
+  assert rows == sorted(rows)  # a subset, in file order
+  np.testing.assert_array_equal(aria.points_near(many, path, max_points=10),
+                                kept)  # the same subset every time
+  stds = np.array([[5e-4, 0.01], [0.01, 0.01], [5e-4, 0.2], [5e-4, 0.01]])
+  np.testing.assert_array_equal(
+      aria.confident_points(np.c_[points, stds]), points[[0, 3]])
+  assert aria.confident_points(None) is None
 
 
 def test_aria_input(shared_data, tmp_path):

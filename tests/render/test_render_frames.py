@@ -1,5 +1,6 @@
-"""Tests for the skeleton animation: camera maths, frame counts and pixels,
-GIF/MP4 files, and reading motion npz files."""
+"""Tests for the body animation: camera maths, frame counts and pixels,
+capsules drawn by depth, the recording's points, GIF/MP4 files, and reading
+motion npz files."""
 
 import sys
 
@@ -13,12 +14,20 @@ from motiongrpo_jax import render
 from motiongrpo_jax.body import skeleton
 from motiongrpo_jax.render import gif_mp4
 from motiongrpo_jax.render import motion_file
+from motiongrpo_jax.render import scene_points
 from motiongrpo_jax.render import skeleton_frames
+
+_SIDES = (skeleton_frames.LEFT_COLOR, skeleton_frames.RIGHT_COLOR,
+          skeleton_frames.CENTER_COLOR)
+
+
+def _near(image, color, tol):
+  target = np.asarray([round(255 * c) for c in color])
+  return np.all(np.abs(image.astype(int) - target) <= tol, axis=-1)
 
 
 def _count_near(image, color, tol=40):
-  target = np.asarray([round(255 * c) for c in color])
-  return int(np.sum(np.all(np.abs(image.astype(int) - target) <= tol, axis=-1)))
+  return int(np.sum(_near(image, color, tol)))
 
 
 def test_camera_axes_by_hand():
@@ -56,6 +65,58 @@ def test_render_frames_count_size_and_colours():
                      10) > 5
   with pytest.raises(ValueError, match="layout"):
     next(skeleton_frames.render_frames(motion, layout="grid"))
+
+
+def test_capsules_cover_area_and_near_bones_hide_far_ones():
+  motion = render_motions.walking_motion(num_frames=1)
+  size, radius = 360, 1.4
+  frame = next(skeleton_frames.render_frames(motion, size=size,
+                                             radius=radius))
+  # The most that lines 2.5 points wide (the old skeleton) could cover: the
+  # bones' projected length times the width.
+  right, up = skeleton_frames.camera_axes(-60.0, 20.0)
+  screen = skeleton_frames.project(motion.joints[0], np.zeros(3), right, up)
+  parents = list(skeleton.PARENTS[1:])
+  length = np.linalg.norm(screen[1:] - screen[parents], axis=-1).sum()
+  line_area = length * size / (2 * radius) * 2.5 * 100 / 72
+  shades = [s for c in _SIDES for s in skeleton_frames.shades(c)]
+  body = np.any([_near(frame, s, 20) for s in shades], axis=0).sum()
+  assert body > 2.5 * line_area, (body, line_area)  # measured 3.8×
+  # Level with the body and looking at its left side (+y), the left half
+  # exactly hides the right half, which is drawn first: no blue shows; from
+  # the other side no red.
+  seen = {az: next(skeleton_frames.render_frames(
+      motion, size=size, azimuth_deg=az, elevation_deg=0.0))
+          for az in (90.0, -90.0)}
+  assert _count_near(seen[90.0], skeleton_frames.LEFT_COLOR) > 200
+  assert _count_near(seen[90.0], skeleton_frames.RIGHT_COLOR) == 0
+  assert _count_near(seen[-90.0], skeleton_frames.RIGHT_COLOR) > 200
+  assert _count_near(seen[-90.0], skeleton_frames.LEFT_COLOR) == 0
+
+
+def test_points_coloured_by_height_with_a_cutaway():
+  motion = render_motions.walking_motion(num_frames=1)
+  palette = scene_points.palette()
+
+  def frame(points):
+    return next(skeleton_frames.render_frames(motion, size=200,
+                                              points=points))
+
+  def levels(wall_y):
+    return [_count_near(frame(render_motions.wall_points(wall_y)), c, 12)
+            for c in palette]
+
+  # A wall behind the body (the camera is at −y): its bands of 0.15 m show
+  # up to the top of the view (~2.2 m).
+  behind = levels(2.0)
+  assert min(behind[:12]) > 20, behind
+  # The same wall between the camera and the body: only its foot (up to
+  # 0.5 m, bands 0-3; band 4 and 5 colours are within the tolerance of 3).
+  front = levels(-1.5)
+  assert min(front[:4]) > 20 and sum(front[6:]) == 0, front
+  # Farther than POINT_RADIUS view radii from the centre: not drawn.
+  np.testing.assert_array_equal(frame(render_motions.wall_points(10.0)),
+                                frame(None))
 
 
 def test_gif_and_mp4_files(tmp_path):
@@ -120,9 +181,38 @@ def test_load_motion_from_joints_and_from_egoallo_layout(tmp_path):
   np.testing.assert_allclose(motion.head, expected[:, skeleton.HEAD])
   assert motion.floor_z == pytest.approx(
       expected[:, [skeleton.LEFT_FOOT, skeleton.RIGHT_FOOT], 2].min())
+  assert not motion_file.has_unguided(tmp_path / "b.npz")
+  assert motion_file.load_points(tmp_path / "b.npz") is None
+  with pytest.raises(ValueError, match="no unguided samples"):
+    render.load_motion(tmp_path / "b.npz", unguided=True)
   np.savez(tmp_path / "c.npz", something=np.zeros(3))
   with pytest.raises(ValueError, match="no 'joints_world'"):
     render.load_motion(tmp_path / "c.npz")
   with pytest.raises(ValueError, match=r"expected \(T, 22, 3\)"):
     motion_file.Motion(joints=np.zeros((3, 21, 3)), head=np.zeros((3, 3)),
                        floor_z=0.0)
+
+
+def test_load_unguided_samples_and_points(tmp_path):
+  guided = np.stack([render_motions.walking_joints(4)] * 2)  # (2, 4, 22, 3)
+  unguided = render_motions.arms_down(guided.reshape(8, 22, 3)).reshape(
+      guided.shape)
+  points = np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, 0.0], [1.0, 1.0, 1.0]])
+  np.savez(tmp_path / "out.npz", joints_world=guided,
+           unguided_joints_world=unguided, contacts=np.zeros((2, 4, 21)),
+           unguided_contacts=np.ones((2, 4, 21)), semidense_points=points)
+  assert motion_file.has_unguided(tmp_path / "out.npz")
+  motion = render.load_motion(tmp_path / "out.npz", 1, unguided=True)
+  np.testing.assert_array_equal(motion.joints, unguided[1])
+  np.testing.assert_array_equal(motion.contacts, 1.0)
+  assert motion.label == "out[1] unguided"
+  np.testing.assert_array_equal(render.load_motion(tmp_path / "out.npz").joints,
+                                guided[0])
+  # Rows with a non-finite coordinate are dropped.
+  np.testing.assert_array_equal(motion_file.load_points(tmp_path / "out.npz"),
+                                points[[0, 2]])
+  np.savez(tmp_path / "bad.npz", joints_world=guided,
+           semidense_points=np.zeros((3, 2)))
+  with pytest.raises(ValueError,
+                     match=r"semidense_points has shape \(3, 2\)"):
+    motion_file.load_points(tmp_path / "bad.npz")
