@@ -2,8 +2,8 @@
 
 Each notebook's `parameters` cell is followed by an injected cell with small
 sizes (as papermill does), then the notebook is executed with nbclient in a
-fresh kernel (working directory: a temporary folder). XLA options that
-compile tiny programs faster are set for the kernel, as the mode tests do.
+fresh kernel (working directory: a temporary folder), which inherits
+conftest's fast-compile XLA flags from the environment.
 """
 
 import pathlib
