@@ -85,7 +85,6 @@ def render_file(input_path: str | os.PathLike, output: str | os.PathLike,
   Returns:
     The path written.
   """
-  motion = load_motion(input_path, sample, unguided=unguided)
   other = None
   # A page holds both sets of samples and switches; a GIF/MP4 draws one.
   if (pathlib.Path(output).suffix.lower() == ".html"
@@ -93,6 +92,8 @@ def render_file(input_path: str | os.PathLike, output: str | os.PathLike,
     stem = f"{pathlib.Path(input_path).stem}[{sample}]"
     motion = load_motion(input_path, sample, label=f"{stem} guided")
     other = load_motion(input_path, sample, unguided=True)
+  else:
+    motion = load_motion(input_path, sample, unguided=unguided)
   truth = None
   if ground_truth is not None:
     truth = load_motion(ground_truth, 0, label="ground truth")
