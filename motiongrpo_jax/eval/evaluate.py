@@ -59,7 +59,8 @@ def output_mask(mask: jax.Array) -> jax.Array:
 
 
 def score_samples(x0: jax.Array, batch: Mapping[str, jax.Array],
-                  body: body_model.BodyModel, fps: float
+                  body: body_model.BodyModel, fps: float,
+                  gt: posing.PosedMotion | None = None
                   ) -> dict[str, jax.Array]:
   """Every metric of every sample against the ground truth of its window.
 
@@ -68,6 +69,7 @@ def score_samples(x0: jax.Array, batch: Mapping[str, jax.Array],
     batch: the windows (L + 1 poses each, `FIELDS`).
     body: the body model.
     fps: frames per second.
+    gt: `posing.window_ground_truth(batch, body)` when the caller has it already.
 
   Returns:
     {name: (B, N)} for every name of `metrics.METRIC_NAMES`, heights
@@ -76,9 +78,7 @@ def score_samples(x0: jax.Array, batch: Mapping[str, jax.Array],
   num_samples = x0.shape[1]
   floor = floor_z(batch)
   pred = posing.pose_sample(x0, batch["T_world_cpf"][:, None, 1:], body)
-  gt = posing.pose_ground_truth(
-      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
-      body)
+  gt = posing.window_ground_truth(batch, body) if gt is None else gt
   down = jnp.stack([jnp.zeros_like(floor), jnp.zeros_like(floor), floor],
                    axis=-1)  # (B, 3)
   pred_joints = pred.joints - down[:, None, None, None, :]
@@ -104,14 +104,14 @@ def window_keys(key: jax.Array, seq_index: jax.Array, start: jax.Array,
 
 def ground_truth_wrists(batch: Mapping[str, jax.Array],
                         body: body_model.BodyModel, key: jax.Array,
-                        noise_std: float) -> jax.Array:
-  """(B, L, 2, 7) wrist targets made from the ground truth: its world wrist
-  positions plus N(0, noise_std²) per axis (one draw per window, from its
-  `window_keys`), identity rotations (like Aria's estimates: positions only).
+                        noise_std: float,
+                        gt: posing.PosedMotion | None = None) -> jax.Array:
+  """(B, L, 2, 7) wrist targets made from the ground truth (`gt`, posed here
+  when None): its world wrist positions plus N(0, noise_std²) per axis (one
+  draw per window, from its `window_keys`), identity rotations (like Aria's
+  estimates: positions only).
   """
-  gt = posing.pose_ground_truth(
-      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
-      body)
+  gt = posing.window_ground_truth(batch, body) if gt is None else gt
   wrists = gt.joints[:, :, jnp.array(guidance_residuals.WRIST_JOINTS)]
   keys = window_keys(key, batch["seq_index"], batch["start"], 1)[:, 0]
   wrists = wrists + noise_std * jax.vmap(
@@ -195,14 +195,15 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
   def fn(params, batch, key, extra_params, body):
     keys = window_keys(key, batch["seq_index"], batch["start"], num_samples)
     x0 = sample(params, batch, keys, body)  # shape [B, N, L, d]
+    gt = posing.window_ground_truth(batch, body)  # posed once for every score below
     values = {}
     if guided:
       values = {UNGUIDED + k: v
-                for k, v in score_samples(x0, batch, body, fps).items()}
+                for k, v in score_samples(x0, batch, body, fps, gt).items()}
       targets = {}  # {name: (B, L, ...)}
       if guidance.mode == "aria_wrist_only":
         wrists = ground_truth_wrists(batch, body, jax.random.fold_in(key, 1),
-                                     wrist_target_noise)
+                                     wrist_target_noise, gt)
         valid = jnp.broadcast_to(output_mask(batch["mask"])[..., None],
                                  wrists.shape[:-1])  # (B, L, 2)
         targets = dict(wrists=wrists, wrist_mask=valid,
@@ -214,7 +215,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
             x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
             mask=output_mask(batch["mask"])[:, None],
             **{k: v[:, None] for k, v in targets.items()})
-    values.update(score_samples(x0, batch, body, fps))
+    values.update(score_samples(x0, batch, body, fps, gt))
     if extra_scores is not None:
       values.update(extra_scores(x0, batch, extra_params))
     return values

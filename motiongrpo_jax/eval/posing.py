@@ -4,6 +4,7 @@ the posed body's CPF is the input CPF)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -56,6 +57,14 @@ def pose_sample(x0: jax.Array, T_world_cpf: jax.Array,
   joints = body.forward_kinematics(fields.betas, T_world_root, quats)
   return PosedMotion(body_rotmats=rotmats, joints=joints[..., :_JOINTS, 4:],
                      body_quats=quats)
+
+
+def window_ground_truth(batch: Mapping[str, jax.Array],
+                        body: body_model.BodyModel) -> PosedMotion:
+  """The ground truth of a batch of windows (L + 1 poses: `betas`,
+  `T_world_root`, `body_quats`) posed on its output frames 1..L, (B, L, …)."""
+  return pose_ground_truth(batch["betas"], batch["T_world_root"][:, 1:],
+                           batch["body_quats"][:, 1:], body)
 
 
 def pose_ground_truth(betas: jax.Array, T_world_root: jax.Array,

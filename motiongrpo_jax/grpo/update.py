@@ -163,14 +163,6 @@ def clean_condition(batch: dict[str, jax.Array]) -> sampler_lib.Condition:
   return sampler_lib.sampler_condition(inputs.Ts_world_cpf, inputs.floor_z)
 
 
-def ground_truth(batch: dict[str, jax.Array],
-                 body: body_model.BodyModel) -> posing.PosedMotion:
-  """Posed ground truth of frames 1..L, (B, L, …)."""
-  return posing.pose_ground_truth(
-      batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
-      body)
-
-
 def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
                   body: body_model.BodyModel, config: rewards_lib.RewardConfig,
                   score_fn: ScoreFn | None, critic_params: Any
@@ -194,7 +186,7 @@ def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
   T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
                                  samples.shape[:3] + (7,))
   pred = posing.pose_sample(samples, T_world_cpf, body)
-  gt = ground_truth(batch, body)
+  gt = posing.window_ground_truth(batch, body)
   gt = posing.PosedMotion(body_rotmats=gt.body_rotmats[:, None],
                                joints=gt.joints[:, None])
   errors = rewards_lib.joint_errors(pred, gt, mask[:, None], config)

@@ -10,7 +10,8 @@ Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
 and measures, with the config's group / sampler / reward options
 (`grpo/update.from_config`), on the base policy θ (nothing is trained):
 
-1. gradient: policy-gradient signal per trained sampler step (σ_k > 0). On
+1. gradient: policy-gradient signal per trained sampler step (σ_k > 0, the
+   first `objective.train_window` of them; 0: all). On
    each of `--num_batches` training batches (B head trajectories), two
    INDEPENDENT rollout sets of G members per trajectory are drawn
    (`group_sampler.sample_groups`, keys k_A ≠ k_B, the configured condition
@@ -30,7 +31,11 @@ and measures, with the config's group / sampler / reward options
    E‖g‖² = ‖μ‖² + tr Σ, so the cosine estimates the fraction of ‖g‖² that
    is signal: ≈ 0 means the step's gradient is noise. The same for Σ_k g_k
    over all trained steps ("all_steps") and over the trained steps of the
-   first third of the schedule, k < ⌈S/3⌉ ("first_third").
+   first third of the schedule, k < ⌈S/3⌉ ("first_third"). Across batches
+   ("across_batches"): the cosines between different batches' all-steps
+   gradients (each the mean of its two sets), mean and std over the pairs.
+   Rollout noise aside, what one batch's sequences ask of θ may not be what
+   other sequences ask: only the shared part can improve held-out motion.
 2. resample: reward variance caused by one step's noise. One rollout per
    sequence with the CLEAN condition and recorded noise (S+1, B, L, d)
    (`sampler.rollout(noise=…)`: noise[0] = x_T, noise[k+1] = step k's ε);
@@ -185,7 +190,8 @@ class Probe:
     self.num_microbatches = max(1, num_microbatches)
     self.sampler = group_sampler.rollout_config(config.sampler)
     self.table = schedule_table(self.sampler)
-    self.trained = objective.trainable_steps(self.sampler)
+    self.trained = objective.trainable_steps(self.sampler,
+                                             config.objective.train_window)
     self.first_third = first_third_steps(self.sampler)
     # Joint rewards only (critic scores come from `score_fn` directly).
     self._joint_reward = dataclasses.replace(config.reward, weight_vis=0.0)
@@ -202,7 +208,7 @@ class Probe:
   def _mpjpe(self, joints: jax.Array, batch: Mapping[str, jax.Array],
              mask: jax.Array) -> jax.Array:
     """(B, G) MPJPE (mm) of posed joints (B, G, L, J, 3)."""
-    gt = update.ground_truth(dict(batch), self.body).joints[:, None]
+    gt = posing.window_ground_truth(batch, self.body).joints[:, None]
     gt = jnp.broadcast_to(gt, joints.shape)
     safe = mask | ~jnp.any(mask, axis=-1, keepdims=True)
     return metrics_lib.mpjpe(joints, gt,
@@ -290,6 +296,9 @@ class Probe:
         acc[0] = ga if acc[0] is None else acc[0] + ga
         acc[1] = gb if acc[1] is None else acc[1] + gb
     out: dict[str, Any] = {"steps": per_step}
+    a, b = sums["all_steps"]
+    # This batch's gradient, both sets averaged (`across_batches`).
+    out["batch_gradient"] = None if a is None else 0.5 * (a + b)
     for name, (a, b) in sums.items():
       out[name] = (stats(a, b) if a is not None else
                    {"norm_a": math.nan, "norm_b": math.nan,
@@ -354,7 +363,7 @@ class Probe:
     T_world_cpf = jnp.broadcast_to(batch["T_world_cpf"][:, None, 1:],
                                    samples.shape[:3] + (7,))
     joints = posing.pose_sample(samples, T_world_cpf, self.body).joints
-    gt = update.ground_truth(dict(batch), self.body).joints
+    gt = posing.window_ground_truth(batch, self.body).joints
     valid = jnp.any(mask, axis=-1)
     safe = mask | ~valid[:, None]
     gt_g = jnp.broadcast_to(gt[:, None], joints.shape)
@@ -439,6 +448,24 @@ def summarize_gradient(results: Sequence[dict[str, Any]],
   for name in ("all_steps", "first_third"):
     out[name] = one([r[name] for r in results])
   return out
+
+
+def across_batches(gradients: Sequence[jax.Array]) -> dict[str, Any]:
+  """Cosines between different batches' gradients (flat, each the mean of
+  its two rollout sets): mean and std over the pairs, and their number.
+
+  Within a batch, the two sets' cosine says how much of the gradient is not
+  rollout noise; across batches (other sequences), how much of it is shared
+  by other sequences: only that part can improve held-out motion.
+  """
+  cosines = []
+  for i, a in enumerate(gradients):
+    for b in gradients[i + 1:]:
+      na, nb = float(jnp.linalg.norm(a)), float(jnp.linalg.norm(b))
+      if na > 0 and nb > 0:
+        cosines.append(float(jnp.vdot(a, b)) / (na * nb))
+  mean, std = _mean_std(cosines)
+  return {"cosine": mean, "cosine_std": std, "pairs": len(cosines)}
 
 
 def summarize_resample(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -644,8 +671,10 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
       set_b = probe.rollout_set(params, batch, jax.random.fold_in(k, 1))
       results.append(probe.gradient_signal(params, set_a, set_b))
       log(f"gradient: batch {i + 1}/{len(batches)}")
+    batch_gradients = [r.pop("batch_gradient") for r in results]
     gradient = summarize_gradient(results, probe.trained)
     report["all_steps"] = gradient["all_steps"]
+    report["across_batches"] = across_batches(batch_gradients)
     report["first_third"] = gradient["first_third"]
     seconds["gradient"] = time.monotonic() - t0
 

@@ -55,6 +55,12 @@ tolist = lambda tree: jax.tree.map(lambda x: np.asarray(x).tolist(),
                                    jax.device_get(tree))
 out = {"table": probe.table, "first_third": probe.first_third.tolist(),
        "trained": probe.trained.tolist()}
+# The gradient section measures the steps the config trains.
+window_1 = dataclasses.replace(
+    config, objective=dataclasses.replace(config.objective, train_window=1))
+out["trained_window_1"] = grpo_probe.Probe(
+    sampler_lib.model_apply_fn(tiny.MODEL), window_1, body, tiny.DIM, score_fn,
+    critic_params).trained.tolist()
 
 # 1. Gradient signal: a set with itself, and two independent sets.
 set_a = probe.rollout_set(params, batch, jax.random.PRNGKey(1))
@@ -63,6 +69,8 @@ out["set_shapes"] = {"xs": list(set_a.xs.shape),
                      "advantages": list(set_a.advantages.shape)}
 same = probe.gradient_signal(params, set_a, set_a)
 pair = probe.gradient_signal(params, set_a, set_b)
+out["batch_gradient_shapes"] = [list(r.pop("batch_gradient").shape)
+                                for r in (same, pair)]
 out["same"], out["pair"] = same, pair
 summary = grpo_probe.summarize_gradient([same, pair], probe.trained)
 out["gradient_summary"] = summary
@@ -106,6 +114,7 @@ def test_schedule_a_over_sigma_by_hand(results):
   assert [r["trained"] for r in table] == [True, True, False]
   assert table[-1]["sigma"] == 0 and table[-1]["a_over_sigma"] is None
   assert results["trained"] == [0, 1] and results["first_third"] == [0]
+  assert results["trained_window_1"] == [0]
   # Step 1 (t = 4 → 1) of the DDIM-η = 1 update, from the float64 schedule:
   # μ = √ᾱ'·x̂0 + √(1 − ᾱ' − σ²)·(x_t − √ᾱ·x̂0)/√(1 − ᾱ).
   sched = schedule_lib.cosine_schedule(1000)
@@ -131,9 +140,24 @@ def test_schedule_table_in_process():
       list(range(10)))
 
 
+def test_across_batches_by_hand():
+  """Pairwise cosines of [1, 0], [0, 1], [1, 1]: 0, 1/√2, 1/√2; a zero
+  gradient has no direction and is left out of its pairs."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  vectors = [jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]),
+             jnp.array([1.0, 1.0]), jnp.zeros(2)]
+  out = grpo_probe.across_batches(vectors)
+  cosines = np.array([0.0, 1 / math.sqrt(2), 1 / math.sqrt(2)])
+  assert out["pairs"] == 3
+  np.testing.assert_allclose(out["cosine"], cosines.mean(), rtol=1e-6)
+  np.testing.assert_allclose(out["cosine_std"], cosines.std(), rtol=1e-6)
+
+
 def test_gradient_signal(results):
   assert results["set_shapes"] == {"xs": [12, 4, 4, 226], "advantages": [12]}
   same, pair = results["same"], results["pair"]
+  shapes = results["batch_gradient_shapes"]  # flat, for `across_batches`
+  assert shapes[0] == shapes[1] and len(shapes[0]) == 1 and shapes[0][0] > 0
   assert set(same["steps"]) == {"0", "1"}
   for entry in list(same["steps"].values()) + [same["all_steps"],
                                                 same["first_third"]]:
