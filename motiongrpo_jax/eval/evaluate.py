@@ -69,7 +69,7 @@ def score_samples(x0: jax.Array, batch: Mapping[str, jax.Array],
     batch: the windows (L + 1 poses each, `FIELDS`).
     body: the body model.
     fps: frames per second.
-    gt: `posing.window_ground_truth(batch, body)` when the caller has it already.
+    gt: `posing.window_ground_truth(batch, body)`, when the caller has it.
 
   Returns:
     {name: (B, N)} for every name of `metrics.METRIC_NAMES`, heights
@@ -195,7 +195,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
   def fn(params, batch, key, extra_params, body):
     keys = window_keys(key, batch["seq_index"], batch["start"], num_samples)
     x0 = sample(params, batch, keys, body)  # shape [B, N, L, d]
-    gt = posing.window_ground_truth(batch, body)  # posed once for every score below
+    gt = posing.window_ground_truth(batch, body)  # once, for every score
     values = {}
     if guided:
       values = {UNGUIDED + k: v
