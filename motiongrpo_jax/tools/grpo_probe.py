@@ -268,12 +268,13 @@ class Probe:
     return total / chunks
 
   def gradient_signal(self, params, set_a: RolloutSet, set_b: RolloutSet
-                      ) -> dict[str, Any]:
+                      ) -> tuple[dict[str, Any], jax.Array]:
     """Norms and cosines of per-step gradients of two rollout sets.
 
     Returns:
-      {"steps": {k: {"norm_a", "norm_b", "cosine"}}, "all_steps": {…},
-       "first_third": {…}}; cosine NaN where a norm is 0.
+      ({"steps": {k: {"norm_a", "norm_b", "cosine"}}, "all_steps": {…},
+       "first_third": {…}}, cosine NaN where a norm is 0; the batch's flat
+      all-steps gradient, both sets averaged, for `across_batches`).
     """
     def stats(a, b):
       aa, bb, ab = (float(v) for v in self._pair(a, b))
@@ -296,14 +297,12 @@ class Probe:
         acc[0] = ga if acc[0] is None else acc[0] + ga
         acc[1] = gb if acc[1] is None else acc[1] + gb
     out: dict[str, Any] = {"steps": per_step}
-    a, b = sums["all_steps"]
-    # This batch's gradient, both sets averaged (`across_batches`).
-    out["batch_gradient"] = None if a is None else 0.5 * (a + b)
     for name, (a, b) in sums.items():
       out[name] = (stats(a, b) if a is not None else
                    {"norm_a": math.nan, "norm_b": math.nan,
                     "cosine": math.nan})
-    return out
+    a, b = sums["all_steps"]
+    return out, 0.5 * (a + b)
 
   # --- 2. resampling variance ---------------------------------------------
 
@@ -664,14 +663,15 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   if "gradient" in sections:
     t0 = time.monotonic()
     stream = jax.random.fold_in(key, _GRADIENT_STREAM)
-    results = []
+    results, batch_gradients = [], []
     for i, batch in enumerate(batches):
       k = jax.random.fold_in(stream, i)
       set_a = probe.rollout_set(params, batch, jax.random.fold_in(k, 0))
       set_b = probe.rollout_set(params, batch, jax.random.fold_in(k, 1))
-      results.append(probe.gradient_signal(params, set_a, set_b))
+      stats, batch_gradient = probe.gradient_signal(params, set_a, set_b)
+      results.append(stats)
+      batch_gradients.append(batch_gradient)
       log(f"gradient: batch {i + 1}/{len(batches)}")
-    batch_gradients = [r.pop("batch_gradient") for r in results]
     gradient = summarize_gradient(results, probe.trained)
     report["all_steps"] = gradient["all_steps"]
     report["across_batches"] = across_batches(batch_gradients)

@@ -67,10 +67,10 @@ set_a = probe.rollout_set(params, batch, jax.random.PRNGKey(1))
 set_b = probe.rollout_set(params, batch, jax.random.PRNGKey(2))
 out["set_shapes"] = {"xs": list(set_a.xs.shape),
                      "advantages": list(set_a.advantages.shape)}
-same = probe.gradient_signal(params, set_a, set_a)
-pair = probe.gradient_signal(params, set_a, set_b)
-out["batch_gradient_shapes"] = [list(r.pop("batch_gradient").shape)
-                                for r in (same, pair)]
+same, same_gradient = probe.gradient_signal(params, set_a, set_a)
+pair, pair_gradient = probe.gradient_signal(params, set_a, set_b)
+out["batch_gradient_shapes"] = [list(same_gradient.shape),
+                                list(pair_gradient.shape)]
 out["same"], out["pair"] = same, pair
 summary = grpo_probe.summarize_gradient([same, pair], probe.trained)
 out["gradient_summary"] = summary
