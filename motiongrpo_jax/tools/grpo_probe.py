@@ -101,10 +101,13 @@ from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
 
-SECTIONS = ("gradient", "resample", "headroom", "critic")
+SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent")
 # Independent random streams of the probe, folded into PRNGKey(config.seed).
-_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM = (
-    11, 12, 13, 14)
+(_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM,
+ _ASCENT_STREAM) = (11, 12, 13, 14, 15)
+# Directions of the ascent section: the raw policy gradient, and its sign
+# (the direction of Adam's first update, m̂/√v̂ = g/|g| per coordinate).
+ASCENT_DIRECTIONS = ("gradient", "sign")
 
 
 # ----------------------------------------------------------------------------
@@ -202,6 +205,7 @@ class Probe:
     self._resample = jax.jit(self._resample_fn)
     self._headroom = jax.jit(self._headroom_fn)
     self._critic = jax.jit(self._critic_fn, static_argnums=(4,))
+    self._moved_rewards = jax.jit(self._moved_rewards_fn)
 
   # --- helpers -------------------------------------------------------------
 
@@ -420,6 +424,51 @@ class Probe:
     return {n: critic_eval.spearman_rows(np.asarray(values[n]), target)
             for n in names}
 
+  # --- 5. ascent -------------------------------------------------------------
+
+  def _moved_rewards_fn(self, params, direction, alpha, batch, key,
+                        critic_params):
+    flat, unravel = ravel_pytree(params)
+    moved = unravel(flat + alpha * direction)
+    num_seq = batch["T_world_cpf"].shape[0]
+    out = group_sampler.sample_groups(
+        self.apply_fn, moved, update.group_inputs(batch),
+        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
+        config=self.config.group, sampler_config=self.sampler)
+    rewards, posed = self._score(out.samples, batch, critic_params)
+    hybrid = rewards_lib.hybrid(rewards, self.config.reward)  # shape [B, G]
+    return (jnp.mean(hybrid),
+            jnp.mean(self._mpjpe(posed.joints, batch, out.mask)))
+
+  def moved_rewards(self, params, direction: jax.Array, alpha: float, batch,
+                    key) -> tuple[float, float]:
+    """Mean raw hybrid reward and MPJPE (mm) of G training rollouts per
+    trajectory of `batch` from θ + α·direction (flat, like ravel(θ))."""
+    reward, mpjpe = self._moved_rewards(params, direction,
+                                        jnp.float32(alpha), batch, key,
+                                        self.critic_params)
+    return float(reward), float(mpjpe)
+
+
+def ascent_direction(gradient: jax.Array, kind: str) -> jax.Array:
+  """Unit ascent direction of a flat loss gradient (`ASCENT_DIRECTIONS`)."""
+  d = -gradient if kind == "gradient" else -jnp.sign(gradient)
+  return d / jnp.maximum(jnp.linalg.norm(d), 1e-30)
+
+
+def summarize_ascent(changes: Mapping[str, Sequence[dict[str, float]]]
+                     ) -> dict[str, Any]:
+  """{set: {field: mean, field_stderr: standard error}} over the pairs."""
+  out = {}
+  for name, entries in changes.items():
+    out[name] = {"pairs": len(entries)}
+    for field in (entries[0] if entries else {}):
+      v = np.asarray([e[field] for e in entries], np.float64)
+      out[name][field] = float(v.mean())
+      out[name][field + "_stderr"] = (float(v.std(ddof=1) / math.sqrt(len(v)))
+                                      if len(v) > 1 else math.nan)
+  return out
+
 
 # ----------------------------------------------------------------------------
 # Aggregation into the report.
@@ -579,7 +628,7 @@ def _key_options(config) -> dict[str, Any]:
 
 def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         num_eval_batches: int = 2, sections: Sequence[str] = SECTIONS,
-        data_workdir: str = "",
+        ascent_step: float = 0.1, data_workdir: str = "",
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """Loads the base policy and data of a grpo config and runs the probe.
 
@@ -588,7 +637,9 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     num_batches: training batches of sections 1, 2 and 4.
     resample_draws: M of section 2.
     num_eval_batches: held-out batches of section 3 (0: the whole split).
-    sections: which of `SECTIONS` to run (critic only with a critic).
+    sections: which of `SECTIONS` to run (critic only with a critic;
+      ascent also runs the gradient section, whose gradients it follows).
+    ascent_step: α of section 5, in parameter-norm units.
     data_workdir: where `WORKDIR/data` is looked for / built when neither
       `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
       the checkpoint directory).
@@ -637,7 +688,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   fields = update.BATCH_FIELDS
   batches = []
-  if any(s in sections for s in ("gradient", "resample", "critic")):
+  if any(s in sections for s in ("gradient", "resample", "critic", "ascent")):
     iterator = inputs.train_iterator(config, str(data_dir), mesh, hands,
                                      seq_len=config.data.seq_len + 1)
     for _ in range(num_batches):
@@ -660,7 +711,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   }
 
   gradient = None
-  if "gradient" in sections:
+  if "gradient" in sections or "ascent" in sections:
     t0 = time.monotonic()
     stream = jax.random.fold_in(key, _GRADIENT_STREAM)
     results, batch_gradients = [], []
@@ -725,6 +776,35 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
                for name, kind in kinds.items()}
     report["critic"] = {"noise_kind": kinds, **summarize_critic(results)}
     seconds["critic"] = time.monotonic() - t0
+
+  if "ascent" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _ASCENT_STREAM)
+    keys = [jax.random.fold_in(stream, j) for j in range(len(batches))]
+    zero = jnp.zeros_like(batch_gradients[0])
+    base_values = [probe.moved_rewards(params, zero, 0.0, batch, k)
+                   for batch, k in zip(batches, keys)]
+    report["ascent"] = {
+        "step": ascent_step,
+        "base_reward": float(np.mean([r for r, _ in base_values])),
+        "base_mpjpe": float(np.mean([m for _, m in base_values]))}
+    for kind in ASCENT_DIRECTIONS:
+      changes = {"same": [], "other": []}
+      for i, batch_gradient in enumerate(batch_gradients):
+        direction = ascent_direction(batch_gradient, kind)
+        for j, batch in enumerate(batches):
+          r0, m0 = base_values[j]
+          rp, mp = probe.moved_rewards(params, direction, ascent_step, batch,
+                                       keys[j])
+          rm, mm = probe.moved_rewards(params, direction, -ascent_step,
+                                       batch, keys[j])
+          changes["same" if i == j else "other"].append({
+              "reward_symmetric": 0.5 * (rp - rm), "reward_plus": rp - r0,
+              "reward_minus": rm - r0, "mpjpe_symmetric": 0.5 * (mp - mm),
+              "mpjpe_plus": mp - m0, "mpjpe_minus": mm - m0})
+        log(f"ascent ({kind}): direction {i + 1}/{len(batches)}")
+      report["ascent"][kind] = summarize_ascent(changes)
+    seconds["ascent"] = time.monotonic() - t0
   seconds["total"] = time.monotonic() - t_start
   report["wall_seconds"] = seconds
   return _finite(report)
@@ -744,6 +824,7 @@ def main(argv: Sequence[str]) -> None:
   report = run(f.config, num_batches=f.num_batches,
                resample_draws=f.resample_draws,
                num_eval_batches=f.num_eval_batches,
+               ascent_step=f.ascent_step,
                sections=[s.strip() for s in f.sections.split(",") if s.strip()],
                data_workdir=f.data_workdir, log=logging.info)
   line = json.dumps(report, sort_keys=True)
@@ -768,6 +849,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer("resample_draws", 4, "Draws M per resampled step.")
   flags.DEFINE_integer("num_eval_batches", 2, "Held-out batches of the "
                        "headroom section (0: the whole split).")
+  flags.DEFINE_float("ascent_step", 0.1, "α of the ascent section: the "
+                     "step along each unit direction, in parameter-norm "
+                     "units.")
   flags.DEFINE_string("sections", ",".join(SECTIONS),
                       f"Comma-separated subset of {SECTIONS}.")
   flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "

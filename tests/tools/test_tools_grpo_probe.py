@@ -91,6 +91,17 @@ out["headroom_summary"] = grpo_probe.summarize_headroom([jax.device_get(head)])
 # 4. Critic ranks (one noise kind: each kind is a compile).
 ranks = probe.critic_ranks(params, batch, jax.random.PRNGKey(6), "perlin")
 out["critic_summary"] = grpo_probe.summarize_critic({"noisy": [ranks]})
+
+# 5. Ascent: rewards of moved parameters with fixed keys.
+zero = jnp.zeros_like(pair_gradient)
+direction = grpo_probe.ascent_direction(pair_gradient, "gradient")
+key = jax.random.PRNGKey(7)
+out["moved"] = {
+    "zero": probe.moved_rewards(params, zero, 0.0, batch, key),
+    "alpha_0": probe.moved_rewards(params, direction, 0.0, batch, key),
+    "plus": probe.moved_rewards(params, direction, 0.5, batch, key),
+    "other_key": probe.moved_rewards(params, zero, 0.0, batch,
+                                     jax.random.PRNGKey(8))}
 json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
 """
 
@@ -228,6 +239,40 @@ def test_critic_ranks(results):
   assert -1 <= summary["critic"]["spearman"] <= 1
   assert summary["critic"]["groups"] + summary["critic"][
       "undefined_groups"] == 4
+
+
+def test_moved_rewards_common_random_numbers(results):
+  """θ + 0·d is θ: the same keys give the same rollouts, to the last bit;
+  a step or another key changes them."""
+  moved = results["moved"]
+  assert moved["alpha_0"] == moved["zero"]
+  assert moved["plus"] != moved["zero"]
+  assert moved["other_key"] != moved["zero"]
+  for reward, mpjpe in moved.values():
+    assert 0 < reward and mpjpe > 0
+
+
+def test_ascent_direction_by_hand():
+  """The ascent direction of a LOSS gradient is its negative, unit norm;
+  Adam's first step is its sign, scaled to unit norm."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  g = jnp.array([3.0, -4.0, 0.0])
+  np.testing.assert_allclose(grpo_probe.ascent_direction(g, "gradient"),
+                             [-0.6, 0.8, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(grpo_probe.ascent_direction(g, "sign"),
+                             [-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0],
+                             rtol=1e-6)
+
+
+def test_summarize_ascent_by_hand():
+  out = grpo_probe.summarize_ascent({
+      "same": [{"reward_symmetric": 1.0}, {"reward_symmetric": 3.0}],
+      "other": [{"reward_symmetric": -2.0}]})
+  assert out["same"]["pairs"] == 2 and out["same"]["reward_symmetric"] == 2.0
+  # std with ddof 1 of (1, 3) is √2; over √2 pairs: 1.
+  np.testing.assert_allclose(out["same"]["reward_symmetric_stderr"], 1.0)
+  assert out["other"]["reward_symmetric"] == -2.0
+  assert math.isnan(out["other"]["reward_symmetric_stderr"])
 
 
 def test_finite_json():
