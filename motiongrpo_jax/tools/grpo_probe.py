@@ -218,6 +218,15 @@ class Probe:
     return metrics_lib.mpjpe(joints, gt,
                              jnp.broadcast_to(safe[:, None], joints.shape[:3]))
 
+  def _groups(self, params, batch, key, group_config=None):
+    """G training rollouts per trajectory (`group_sampler.sample_groups`),
+    with the config's group options unless `group_config` is given."""
+    return group_sampler.sample_groups(
+        self.apply_fn, params, update.group_inputs(batch),
+        _sequence_keys(key, batch["T_world_cpf"].shape[0]),
+        packed_dim=self.packed_dim, config=group_config or self.config.group,
+        sampler_config=self.sampler)
+
   def _score(self, samples, batch, critic_params):
     """Raw sub-rewards (B, G) of samples (B, G, L, d), and posed joints."""
     return update.score_samples(samples, dict(batch), self.body,
@@ -229,10 +238,7 @@ class Probe:
   def _rollout_set_fn(self, params, batch, key, critic_params):
     num_seq = batch["T_world_cpf"].shape[0]
     group = self.config.group.group_size
-    out = group_sampler.sample_groups(
-        self.apply_fn, params, update.group_inputs(batch),
-        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
-        config=self.config.group, sampler_config=self.sampler)
+    out = self._groups(params, batch, key)
     rewards, _ = self._score(out.samples, batch, critic_params)
     adv = rewards_lib.advantages(
         rewards, self.config.reward,
@@ -392,10 +398,7 @@ class Probe:
         self.config.group, noise=dataclasses.replace(self.config.group.noise,
                                                      kind=noise_kind))
     num_seq = batch["T_world_cpf"].shape[0]
-    out = group_sampler.sample_groups(
-        self.apply_fn, params, update.group_inputs(batch),
-        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
-        config=group_config, sampler_config=self.sampler)
+    out = self._groups(params, batch, key, group_config)
     samples = out.samples
     group = samples.shape[1]
     rewards, posed = update.score_samples(samples, dict(batch), self.body,
@@ -429,12 +432,7 @@ class Probe:
   def _moved_rewards_fn(self, params, direction, alpha, batch, key,
                         critic_params):
     flat, unravel = ravel_pytree(params)
-    moved = unravel(flat + alpha * direction)
-    num_seq = batch["T_world_cpf"].shape[0]
-    out = group_sampler.sample_groups(
-        self.apply_fn, moved, update.group_inputs(batch),
-        _sequence_keys(key, num_seq), packed_dim=self.packed_dim,
-        config=self.config.group, sampler_config=self.sampler)
+    out = self._groups(unravel(flat + alpha * direction), batch, key)
     rewards, posed = self._score(out.samples, batch, critic_params)
     hybrid = rewards_lib.hybrid(rewards, self.config.reward)  # shape [B, G]
     return (jnp.mean(hybrid),
@@ -634,7 +632,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
 
   Args:
     config: a `configs/grpo.py` config with `init_checkpoint` set.
-    num_batches: training batches of sections 1, 2 and 4.
+    num_batches: training batches of sections 1, 2, 4 and 5.
     resample_draws: M of section 2.
     num_eval_batches: held-out batches of section 3 (0: the whole split).
     sections: which of `SECTIONS` to run (critic only with a critic;
