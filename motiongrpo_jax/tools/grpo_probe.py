@@ -3,7 +3,8 @@
     python -m motiongrpo_jax.tools.grpo_probe --config=configs/grpo.py:bvh \
         --config.init_checkpoint=DIR [--config.critic_checkpoint=DIR] \
         [--config.x.y=…] --output=probe.json [--num_batches=N] \
-        [--resample_draws=M] [--num_eval_batches=E] [--sections=…]
+        [--resample_draws=M] [--num_eval_batches=E] [--sections=…] \
+        [--ascent_steps=α …] [--ascent_directions=…] [--ascent_sets=…]
 
 Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
 (`train/inputs.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
@@ -64,6 +65,18 @@ and measures, with the config's group / sampler / reward options
    the configured noise; beside it, ρ between each joint sub-reward (rot,
    pos, pa_pos, vel) and −MPJPE as a reference (pos is ~1 by construction).
 
+5. ascent (with the gradient section's all-steps gradients g_i, one per
+   training batch i): move θ by ±α (parameter norm; `--ascent_steps`, one
+   or more α) along a unit ascent direction d (`ascent_direction`: −g,
+   −sign g as Adam's first step, or −Σg/√Σg² as its later steps) and score
+   G fresh training
+   rollouts per trajectory of batch j with fixed keys: the change of the
+   mean raw hybrid reward and of the MPJPE vs θ, for d from batch i and
+   j = i ("same"), j ≠ i ("other"), and d from the sum of every batch's
+   gradient except j's ("pooled", ≥ 3 batches): whether averaging batches
+   makes a step that helps sequences it has not seen. "symmetric" is half
+   the +α minus −α change (the slope; curvature cancels).
+
 The report is ONE JSON line on stdout (also written to `--output`): the
 sections above (`steps`: one entry per sampler step, gradient fields only on
 trained steps), the config's key options (`config`: group, condition noise,
@@ -105,17 +118,23 @@ SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent")
 # Independent random streams of the probe, folded into PRNGKey(config.seed).
 (_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM,
  _ASCENT_STREAM) = (11, 12, 13, 14, 15)
-# Directions of the ascent section: the raw policy gradient, and its sign
-# (the direction of Adam's first update, m̂/√v̂ = g/|g| per coordinate).
-ASCENT_DIRECTIONS = ("gradient", "sign")
+# Directions of the ascent section: the raw policy gradient; its sign (the
+# direction of Adam's first update, m̂/√v̂ = g/|g| per coordinate); and
+# Adam's later updates, Σg/√Σg² over the batches the direction comes from
+# (the sign for one batch).
+ASCENT_DIRECTIONS = ("gradient", "sign", "adam")
+# Which batches a direction comes from and is scored on (section 5).
+ASCENT_SETS = ("same", "other", "pooled")
 
 
 # ----------------------------------------------------------------------------
 # Schedule constants.
 
 
-def schedule_table(config: sampler_lib.SamplerConfig) -> list[dict[str, Any]]:
-  """Per sampler step: index, t, σ, a (x̂0 coefficient of μ), a/σ, trained.
+def schedule_table(config: sampler_lib.SamplerConfig, train_window: int = 0
+                   ) -> list[dict[str, Any]]:
+  """Per sampler step: index, t, σ, a (x̂0 coefficient of μ), a/σ, trained
+  (`objective.trainable_steps` with `train_window`).
 
   a_k = c_x0 − c_dir·c_xt/denom and a/σ (`objective.score_scale`, float64);
   a/σ is None where σ = 0.
@@ -123,15 +142,17 @@ def schedule_table(config: sampler_lib.SamplerConfig) -> list[dict[str, Any]]:
   c = sampler_lib.step_coefficients(config)
   a = c.c_x0 - c.c_dir * c.c_xt / c.denom
   scale = objective.score_scale(config)
+  trained = set(objective.trainable_steps(config, train_window).tolist())
   return [{"step": k, "t": int(c.t[k]), "sigma": float(c.sigma[k]),
            "a": float(a[k]),
            "a_over_sigma": float(scale[k]) if c.sigma[k] > 0 else None,
-           "trained": bool(c.sigma[k] > 0)} for k in range(len(c.t))]
+           "trained": k in trained} for k in range(len(c.t))]
 
 
-def first_third_steps(config: sampler_lib.SamplerConfig) -> np.ndarray:
+def first_third_steps(config: sampler_lib.SamplerConfig,
+                      train_window: int = 0) -> np.ndarray:
   """Trained steps of the first third of the schedule, k < ⌈S/3⌉."""
-  steps = objective.trainable_steps(config)
+  steps = objective.trainable_steps(config, train_window)
   return steps[steps < math.ceil(config.num_steps / 3)]
 
 
@@ -192,10 +213,10 @@ class Probe:
     self.draws = resample_draws
     self.num_microbatches = max(1, num_microbatches)
     self.sampler = group_sampler.rollout_config(config.sampler)
-    self.table = schedule_table(self.sampler)
-    self.trained = objective.trainable_steps(self.sampler,
-                                             config.objective.train_window)
-    self.first_third = first_third_steps(self.sampler)
+    window = config.objective.train_window
+    self.table = schedule_table(self.sampler, window)
+    self.trained = objective.trainable_steps(self.sampler, window)
+    self.first_third = first_third_steps(self.sampler, window)
     # Joint rewards only (critic scores come from `score_fn` directly).
     self._joint_reward = dataclasses.replace(config.reward, weight_vis=0.0)
     self._rollout_set = jax.jit(self._rollout_set_fn)
@@ -448,10 +469,32 @@ class Probe:
     return float(reward), float(mpjpe)
 
 
-def ascent_direction(gradient: jax.Array, kind: str) -> jax.Array:
-  """Unit ascent direction of a flat loss gradient (`ASCENT_DIRECTIONS`)."""
-  d = -gradient if kind == "gradient" else -jnp.sign(gradient)
+def ascent_direction(gradient: jax.Array, kind: str,
+                     squares: jax.Array | None = None) -> jax.Array:
+  """Unit ascent direction (`ASCENT_DIRECTIONS`) of a flat loss gradient,
+  a sum Σg over batches; `squares` is their Σg² ("adam" only; default g²)."""
+  if kind == "gradient":
+    d = -gradient
+  elif kind == "sign" or squares is None:
+    d = -jnp.sign(gradient)
+  else:
+    d = -jnp.where(squares > 0, gradient / jnp.sqrt(squares), 0.0)
   return d / jnp.maximum(jnp.linalg.norm(d), 1e-30)
+
+
+def ascent_pairs(num_batches: int, sets: Sequence[str]
+                 ) -> list[tuple[int, int, str]]:
+  """(direction's batch i, scored batch j, set) of section 5; i = −1 for
+  "pooled" (every batch but j; only with >= 3 batches, else left out)."""
+  pairs = []
+  for i in range(num_batches):
+    for j in range(num_batches):
+      name = "same" if i == j else "other"
+      if name in sets:
+        pairs.append((i, j, name))
+  if "pooled" in sets and num_batches >= 3:
+    pairs += [(-1, j, "pooled") for j in range(num_batches)]
+  return pairs
 
 
 def summarize_ascent(changes: Mapping[str, Sequence[dict[str, float]]]
@@ -626,7 +669,9 @@ def _key_options(config) -> dict[str, Any]:
 
 def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         num_eval_batches: int = 2, sections: Sequence[str] = SECTIONS,
-        ascent_step: float = 0.1, data_workdir: str = "",
+        ascent_steps: Sequence[float] = (0.03,),
+        ascent_directions: Sequence[str] = ASCENT_DIRECTIONS,
+        ascent_sets: Sequence[str] = ASCENT_SETS, data_workdir: str = "",
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """Loads the base policy and data of a grpo config and runs the probe.
 
@@ -637,7 +682,9 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     num_eval_batches: held-out batches of section 3 (0: the whole split).
     sections: which of `SECTIONS` to run (critic only with a critic;
       ascent also runs the gradient section, whose gradients it follows).
-    ascent_step: α of section 5, in parameter-norm units.
+    ascent_steps: the α of section 5, in parameter-norm units.
+    ascent_directions: which of `ASCENT_DIRECTIONS` section 5 follows.
+    ascent_sets: which of `ASCENT_SETS` section 5 scores.
     data_workdir: where `WORKDIR/data` is looked for / built when neither
       `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
       the checkpoint directory).
@@ -664,6 +711,12 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
                      "or an EgoAllo checkpoint)")
   if num_batches < 1:
     raise ValueError(f"--num_batches={num_batches}: expected >= 1")
+  for flag, given, allowed in (("ascent_directions", ascent_directions,
+                                ASCENT_DIRECTIONS),
+                               ("ascent_sets", ascent_sets, ASCENT_SETS)):
+    if not given or any(v not in allowed for v in given):
+      raise ValueError(f"--{flag}={','.join(given)}: expected a subset of "
+                       f"{allowed}")
   static = update.from_config(config)
   base = config.init_checkpoint
   body = body_lib.from_config(config.body)
@@ -783,25 +836,33 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     base_values = [probe.moved_rewards(params, zero, 0.0, batch, k)
                    for batch, k in zip(batches, keys)]
     report["ascent"] = {
-        "step": ascent_step,
+        "steps": list(ascent_steps),
         "base_reward": float(np.mean([r for r, _ in base_values])),
         "base_mpjpe": float(np.mean([m for _, m in base_values]))}
-    for kind in ASCENT_DIRECTIONS:
-      changes = {"same": [], "other": []}
-      for i, batch_gradient in enumerate(batch_gradients):
-        direction = ascent_direction(batch_gradient, kind)
-        for j, batch in enumerate(batches):
+    total = sum(batch_gradients)
+    squares = sum(g * g for g in batch_gradients)
+    for kind in ascent_directions:
+      per_step = {}
+      for alpha in ascent_steps:
+        changes = {name: [] for name in ascent_sets}
+        for i, j, name in ascent_pairs(len(batches), ascent_sets):
+          if i >= 0:
+            direction = ascent_direction(batch_gradients[i], kind)
+          else:
+            direction = ascent_direction(total - batch_gradients[j], kind,
+                                         squares - batch_gradients[j] ** 2)
           r0, m0 = base_values[j]
-          rp, mp = probe.moved_rewards(params, direction, ascent_step, batch,
+          rp, mp = probe.moved_rewards(params, direction, alpha, batches[j],
                                        keys[j])
-          rm, mm = probe.moved_rewards(params, direction, -ascent_step,
-                                       batch, keys[j])
-          changes["same" if i == j else "other"].append({
+          rm, mm = probe.moved_rewards(params, direction, -alpha, batches[j],
+                                       keys[j])
+          changes[name].append({
               "reward_symmetric": 0.5 * (rp - rm), "reward_plus": rp - r0,
               "reward_minus": rm - r0, "mpjpe_symmetric": 0.5 * (mp - mm),
               "mpjpe_plus": mp - m0, "mpjpe_minus": mm - m0})
-        log(f"ascent ({kind}): direction {i + 1}/{len(batches)}")
-      report["ascent"][kind] = summarize_ascent(changes)
+        per_step[str(alpha)] = summarize_ascent(changes)
+        log(f"ascent ({kind}): α = {alpha} done")
+      report["ascent"][kind] = per_step
     seconds["ascent"] = time.monotonic() - t0
   seconds["total"] = time.monotonic() - t_start
   report["wall_seconds"] = seconds
@@ -822,7 +883,9 @@ def main(argv: Sequence[str]) -> None:
   report = run(f.config, num_batches=f.num_batches,
                resample_draws=f.resample_draws,
                num_eval_batches=f.num_eval_batches,
-               ascent_step=f.ascent_step,
+               ascent_steps=f.ascent_steps,
+               ascent_directions=f.ascent_directions,
+               ascent_sets=f.ascent_sets,
                sections=[s.strip() for s in f.sections.split(",") if s.strip()],
                data_workdir=f.data_workdir, log=logging.info)
   line = json.dumps(report, sort_keys=True)
@@ -847,9 +910,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer("resample_draws", 4, "Draws M per resampled step.")
   flags.DEFINE_integer("num_eval_batches", 2, "Held-out batches of the "
                        "headroom section (0: the whole split).")
-  flags.DEFINE_float("ascent_step", 0.1, "α of the ascent section: the "
-                     "step along each unit direction, in parameter-norm "
-                     "units.")
+  flags.DEFINE_multi_float("ascent_steps", [0.03], "α of the ascent "
+                           "section (repeat for several): the step along "
+                           "each unit direction, in parameter-norm units.")
+  flags.DEFINE_list("ascent_directions", list(ASCENT_DIRECTIONS),
+                    f"Ascent directions, a subset of {ASCENT_DIRECTIONS}.")
+  flags.DEFINE_list("ascent_sets", list(ASCENT_SETS),
+                    f"Ascent sets, a subset of {ASCENT_SETS}.")
   flags.DEFINE_string("sections", ",".join(SECTIONS),
                       f"Comma-separated subset of {SECTIONS}.")
   flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "

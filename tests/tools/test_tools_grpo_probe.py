@@ -14,6 +14,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -149,6 +150,11 @@ def test_schedule_table_in_process():
   assert 0 < ratios[0] < 1 and ratios[-1] > 100  # DESIGN §1.5: 0.3 … ~200
   assert list(grpo_probe.first_third_steps(sampler_lib.SamplerConfig())) == (
       list(range(10)))
+  # A training window of 2 trains (and reports) steps 0 and 1 only.
+  window = grpo_probe.schedule_table(sampler_lib.SamplerConfig(), 2)
+  assert [r["trained"] for r in window] == [True, True] + [False] * 28
+  assert list(grpo_probe.first_third_steps(sampler_lib.SamplerConfig(),
+                                           2)) == [0, 1]
 
 
 def test_across_batches_by_hand():
@@ -262,6 +268,32 @@ def test_ascent_direction_by_hand():
   np.testing.assert_allclose(grpo_probe.ascent_direction(g, "sign"),
                              [-1 / math.sqrt(2), 1 / math.sqrt(2), 0.0],
                              rtol=1e-6)
+  # Adam's steady direction of two batches' gradients g1 = (3, −4, 0) and
+  # g2 = (1, 0, 0): −(4, −4, 0)/√(10, 16, 0) = (−1.265, 1, 0), unit norm.
+  g2 = jnp.array([1.0, 0.0, 0.0])
+  d = grpo_probe.ascent_direction(g + g2, "adam", g * g + g2 * g2)
+  expected = np.array([-4 / math.sqrt(10), 1.0, 0.0])
+  np.testing.assert_allclose(d, expected / np.linalg.norm(expected),
+                             rtol=1e-6)
+  np.testing.assert_allclose(grpo_probe.ascent_direction(g, "adam"),
+                             grpo_probe.ascent_direction(g, "sign"))
+
+
+def test_ascent_pairs_by_hand():
+  """Each direction's batch i and scored batch j; pooled (i = −1) scores
+  every batch with the others' summed gradient, only from 3 batches on."""
+  assert grpo_probe.ascent_pairs(2, grpo_probe.ASCENT_SETS) == [
+      (0, 0, "same"), (0, 1, "other"), (1, 0, "other"), (1, 1, "same")]
+  assert grpo_probe.ascent_pairs(3, ("pooled",)) == [
+      (-1, 0, "pooled"), (-1, 1, "pooled"), (-1, 2, "pooled")]
+  assert grpo_probe.ascent_pairs(3, ("same",)) == [
+      (0, 0, "same"), (1, 1, "same"), (2, 2, "same")]
+
+
+def test_ascent_options_checked():
+  config = types.SimpleNamespace(init_checkpoint="base")
+  with pytest.raises(ValueError, match="--ascent_sets=best"):
+    grpo_probe.run(config, sections=("ascent",), ascent_sets=("best",))
 
 
 def test_summarize_ascent_by_hand():
