@@ -4,7 +4,8 @@
         --config.init_checkpoint=DIR [--config.critic_checkpoint=DIR] \
         [--config.x.y=…] --output=probe.json [--num_batches=N] \
         [--resample_draws=M] [--num_eval_batches=E] [--sections=…] \
-        [--ascent_steps=α …] [--ascent_directions=…] [--ascent_sets=…]
+        [--ascent_steps=α …] [--ascent_directions=…] [--ascent_sets=…] \
+        [--shift_steps=η …]
 
 Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
 (`train/inputs.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
@@ -77,6 +78,18 @@ and measures, with the config's group / sampler / reward options
    makes a step that helps sequences it has not seen. "symmetric" is half
    the +α minus −α change (the slope; curvature cancels).
 
+6. shift: what step 0's mean could buy, per sequence. On each training
+   batch, one x_T per sequence and G members with their own ε give
+   advantages A (as the gradient section); u = mean_g A_g·ε0_g is the
+   natural-gradient direction of step 0's mean μ0 (π = N(μ0, σ0²)), scaled
+   to unit RMS. Shifting μ0 by η·σ0·u equals adding η·u to every member's
+   ε0, so G fresh members per sequence (common random numbers) are scored
+   at each η (`--shift_steps`) with the same x_T and with another x_T: the
+   change of the mean raw hybrid reward and MPJPE vs η = 0, paired per
+   sequence. A gain here that parameter steps (section 5) do not reach says
+   the network cannot yet express the shift; a gain that survives another
+   x_T is a shift the condition alone asks for.
+
 The report is ONE JSON line on stdout (also written to `--output`): the
 sections above (`steps`: one entry per sampler step, gradient fields only on
 trained steps), the config's key options (`config`: group, condition noise,
@@ -114,10 +127,10 @@ from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
 
-SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent")
+SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent", "shift")
 # Independent random streams of the probe, folded into PRNGKey(config.seed).
 (_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM,
- _ASCENT_STREAM) = (11, 12, 13, 14, 15)
+ _ASCENT_STREAM, _SHIFT_STREAM) = (11, 12, 13, 14, 15, 16)
 # Directions of the ascent section: the raw policy gradient; its sign (the
 # direction of Adam's first update, m̂/√v̂ = g/|g| per coordinate); and
 # Adam's later updates, Σg/√Σg² over the batches the direction comes from
@@ -227,6 +240,7 @@ class Probe:
     self._headroom = jax.jit(self._headroom_fn)
     self._critic = jax.jit(self._critic_fn, static_argnums=(4,))
     self._moved_rewards = jax.jit(self._moved_rewards_fn)
+    self._shift = jax.jit(self._shift_fn)
 
   # --- helpers -------------------------------------------------------------
 
@@ -469,6 +483,87 @@ class Probe:
     return float(reward), float(mpjpe)
 
 
+  # --- 6. step-0 mean shift --------------------------------------------------
+
+  def _shift_fn(self, params, batch, key, etas, critic_params):
+    clean = update.clean_condition(batch)
+    mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+    num_seq, seq_len = mask.shape
+    group, dim = self.config.group.group_size, self.packed_dim
+    num_steps = self.sampler.num_steps
+    k_init, k_other, k_est, k_fresh = jax.random.split(key, 4)
+    rep = lambda x: jnp.repeat(x, group, axis=0)  # pylint: disable=unnecessary-lambda-assignment
+
+    def initial(k):  # one x_T per sequence, shape [1, B, G, L, d]
+      x = jax.random.normal(k, (1, num_seq, 1, seq_len, dim))
+      return jnp.broadcast_to(x, (1, num_seq, group, seq_len, dim))
+
+    def score(noise):  # noise [S+1, B, G, L, d] -> rewards, MPJPE [B, G]
+      out = sampler_lib.rollout(
+          self.apply_fn, params, jax.tree.map(rep, clean),
+          noise=noise.reshape(num_steps + 1, num_seq * group, seq_len, dim),
+          mask=rep(mask), config=self.sampler)
+      samples = out.xs[-1].reshape(num_seq, group, seq_len, dim)
+      rewards, posed = self._score(samples, batch, critic_params)
+      return rewards, self._mpjpe(posed.joints, batch, mask)
+
+    eps_shape = (num_steps, num_seq, group, seq_len, dim)
+    est = jnp.concatenate([initial(k_init),
+                           jax.random.normal(k_est, eps_shape)])
+    rewards, _ = score(est)
+    adv = rewards_lib.advantages(
+        rewards, self.config.reward,
+        baseline_size=self.config.group.baseline_size)[0]  # shape [B, G]
+    u = jnp.mean(adv[:, :, None, None] * est[1], axis=1)  # shape [B, L, d]
+    u = u / jnp.maximum(jnp.sqrt(jnp.mean(u * u, axis=(1, 2), keepdims=True)),
+                        1e-30)
+    fresh = jax.random.normal(k_fresh, eps_shape)
+
+    def moved(x_init):
+      def one(eta):
+        noise = jnp.concatenate([x_init, fresh.at[0].add(eta * u[:, None])])
+        rewards, mpjpe = score(noise)
+        hybrid = rewards_lib.hybrid(rewards, self.config.reward)
+        return jnp.mean(hybrid, axis=1), jnp.mean(mpjpe, axis=1)
+      return jax.lax.map(one, etas)  # ([E, B], [E, B])
+
+    return {"same_x_T": moved(est[:1]), "other_x_T": moved(initial(k_other)),
+            "valid": jnp.any(mask, axis=-1)}
+
+  def mean_shift(self, params, batch, key, etas: Sequence[float]
+                 ) -> dict[str, Any]:
+    """{"same_x_T" | "other_x_T": (reward, MPJPE), each (E, B) means over G
+    fresh members at each η of `etas` (η = 0 first), "valid": (B,)}."""
+    return self._shift(params, batch, key, jnp.asarray(etas, jnp.float32),
+                       self.critic_params)
+
+
+def summarize_shift(results: Sequence[Mapping[str, Any]],
+                    etas: Sequence[float]) -> dict[str, Any]:
+  """Per x_T set and η > 0: the mean change vs η = 0 over valid sequences of
+  the reward and MPJPE (mm, and % of η = 0's), with a 95 % normal interval
+  half-width ("…_ci95") over sequences."""
+  out: dict[str, Any] = {}
+  valid = np.concatenate([np.asarray(r["valid"], bool) for r in results])
+  for name in ("same_x_T", "other_x_T"):
+    reward = np.concatenate([np.asarray(r[name][0]) for r in results], 1)
+    mpjpe = np.concatenate([np.asarray(r[name][1]) for r in results], 1)
+    reward, mpjpe = reward[:, valid], mpjpe[:, valid]
+    rows = {}
+    for e in range(1, len(etas)):
+      dr, dm = reward[e] - reward[0], mpjpe[e] - mpjpe[0]
+      half = lambda v: (1.96 * float(v.std(ddof=1)) / math.sqrt(v.size)  # pylint: disable=unnecessary-lambda-assignment
+                        if v.size > 1 else math.nan)
+      rows[str(etas[e])] = {
+          "reward": float(dr.mean()), "reward_ci95": half(dr),
+          "mpjpe": float(dm.mean()), "mpjpe_ci95": half(dm),
+          "mpjpe_percent": 100 * float(dm.mean() / mpjpe[0].mean())}
+    out[name] = {"base_reward": float(reward[0].mean()),
+                 "base_mpjpe": float(mpjpe[0].mean()),
+                 "sequences": int(valid.sum()), "steps": rows}
+  return out
+
+
 def ascent_direction(gradient: jax.Array, kind: str,
                      squares: jax.Array | None = None) -> jax.Array:
   """Unit ascent direction (`ASCENT_DIRECTIONS`) of a flat loss gradient,
@@ -671,7 +766,8 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         num_eval_batches: int = 2, sections: Sequence[str] = SECTIONS,
         ascent_steps: Sequence[float] = (0.03,),
         ascent_directions: Sequence[str] = ASCENT_DIRECTIONS,
-        ascent_sets: Sequence[str] = ASCENT_SETS, data_workdir: str = "",
+        ascent_sets: Sequence[str] = ASCENT_SETS,
+        shift_steps: Sequence[float] = (0.1, 0.4), data_workdir: str = "",
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """Loads the base policy and data of a grpo config and runs the probe.
 
@@ -685,6 +781,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     ascent_steps: the α of section 5, in parameter-norm units.
     ascent_directions: which of `ASCENT_DIRECTIONS` section 5 follows.
     ascent_sets: which of `ASCENT_SETS` section 5 scores.
+    shift_steps: the η > 0 of section 6, in units of σ0 per coordinate.
     data_workdir: where `WORKDIR/data` is looked for / built when neither
       `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
       the checkpoint directory).
@@ -709,6 +806,9 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     raise ValueError("--config.init_checkpoint is empty: name the base "
                      "policy (a pretrain or grpo workdir, a model directory "
                      "or an EgoAllo checkpoint)")
+  if not shift_steps or any(e <= 0 for e in shift_steps):
+    raise ValueError(f"--shift_steps={list(shift_steps)}: expected one or "
+                     f"more η > 0")
   if num_batches < 1:
     raise ValueError(f"--num_batches={num_batches}: expected >= 1")
   for flag, given, allowed in (("ascent_directions", ascent_directions,
@@ -739,7 +839,8 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
   fields = update.BATCH_FIELDS
   batches = []
-  if any(s in sections for s in ("gradient", "resample", "critic", "ascent")):
+  if any(s in sections for s in ("gradient", "resample", "critic", "ascent",
+                                 "shift")):
     iterator = inputs.train_iterator(config, str(data_dir), mesh, hands,
                                      seq_len=config.data.seq_len + 1)
     for _ in range(num_batches):
@@ -864,6 +965,16 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         log(f"ascent ({kind}): α = {alpha} done")
       report["ascent"][kind] = per_step
     seconds["ascent"] = time.monotonic() - t0
+  if "shift" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _SHIFT_STREAM)
+    etas = [0.0] + list(shift_steps)
+    results = [jax.device_get(probe.mean_shift(
+        params, batch, jax.random.fold_in(stream, i), etas))
+               for i, batch in enumerate(batches)]
+    report["shift"] = summarize_shift(results, etas)
+    seconds["shift"] = time.monotonic() - t0
+    log("shift: done")
   seconds["total"] = time.monotonic() - t_start
   report["wall_seconds"] = seconds
   return _finite(report)
@@ -885,7 +996,7 @@ def main(argv: Sequence[str]) -> None:
                num_eval_batches=f.num_eval_batches,
                ascent_steps=f.ascent_steps,
                ascent_directions=f.ascent_directions,
-               ascent_sets=f.ascent_sets,
+               ascent_sets=f.ascent_sets, shift_steps=f.shift_steps,
                sections=[s.strip() for s in f.sections.split(",") if s.strip()],
                data_workdir=f.data_workdir, log=logging.info)
   line = json.dumps(report, sort_keys=True)
@@ -917,6 +1028,10 @@ def _define_flags() -> None:
                     f"Ascent directions, a subset of {ASCENT_DIRECTIONS}.")
   flags.DEFINE_list("ascent_sets", list(ASCENT_SETS),
                     f"Ascent sets, a subset of {ASCENT_SETS}.")
+  flags.DEFINE_multi_float("shift_steps", [0.1, 0.4], "η of the shift "
+                           "section (repeat for several): step 0's mean moves "
+                           "by η·σ0 per coordinate along its natural "
+                           "gradient.")
   flags.DEFINE_string("sections", ",".join(SECTIONS),
                       f"Comma-separated subset of {SECTIONS}.")
   flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "

@@ -103,6 +103,9 @@ out["moved"] = {
     "plus": probe.moved_rewards(params, direction, 0.5, batch, key),
     "other_key": probe.moved_rewards(params, zero, 0.0, batch,
                                      jax.random.PRNGKey(8))}
+# 6. Step-0 mean shift: η = 0 twice, then 0.5.
+shift = probe.mean_shift(params, batch, jax.random.PRNGKey(9), [0.0, 0.0, 0.5])
+out["shift"] = tolist(shift)
 json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
 """
 
@@ -258,6 +261,38 @@ def test_moved_rewards_common_random_numbers(results):
     assert 0 < reward and mpjpe > 0
 
 
+def test_mean_shift_common_random_numbers(results):
+  """η = 0 scores the same fresh members to the last bit; a shift of step
+  0's mean changes them; the other x_T gives other samples."""
+  shift = results["shift"]
+  for name in ("same_x_T", "other_x_T"):
+    reward, mpjpe = (np.asarray(v) for v in shift[name])
+    assert reward.shape == mpjpe.shape == (3, len(shift["valid"]))
+    np.testing.assert_array_equal(reward[1], reward[0])
+    np.testing.assert_array_equal(mpjpe[1], mpjpe[0])
+    assert np.all(mpjpe[2] != mpjpe[0])
+  assert np.all(np.asarray(shift["same_x_T"][1][0])
+                != np.asarray(shift["other_x_T"][1][0]))
+
+
+def test_summarize_shift_by_hand():
+  """Changes vs η = 0 over the valid sequences (the third is a filler)."""
+  result = {"valid": [True, True, False],
+            "same_x_T": ([[0.5, 0.7, 9.0], [0.6, 0.9, 9.0]],
+                         [[100.0, 80.0, 9.0], [90.0, 76.0, 9.0]]),
+            "other_x_T": ([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]],
+                          [[90.0, 90.0, 0.0], [90.0, 90.0, 0.0]])}
+  out = grpo_probe.summarize_shift([result], [0.0, 0.4])
+  same = out["same_x_T"]
+  assert same["sequences"] == 2 and same["base_mpjpe"] == 90.0
+  row = same["steps"]["0.4"]
+  np.testing.assert_allclose([row["reward"], row["mpjpe"]], [0.15, -7.0])
+  np.testing.assert_allclose(row["mpjpe_percent"], -700 / 90)
+  # Changes −10 and −4 mm: standard deviation 3√2, 1.96·3√2/√2 = 5.88.
+  np.testing.assert_allclose(row["mpjpe_ci95"], 5.88)
+  assert out["other_x_T"]["steps"]["0.4"]["mpjpe"] == 0.0
+
+
 def test_ascent_direction_by_hand():
   """The ascent direction of a LOSS gradient is its negative, unit norm;
   Adam's first step is its sign, scaled to unit norm."""
@@ -294,6 +329,8 @@ def test_ascent_options_checked():
   config = types.SimpleNamespace(init_checkpoint="base")
   with pytest.raises(ValueError, match="--ascent_sets=best"):
     grpo_probe.run(config, sections=("ascent",), ascent_sets=("best",))
+  with pytest.raises(ValueError, match="--shift_steps"):
+    grpo_probe.run(config, sections=("shift",), shift_steps=(0.0,))
 
 
 def test_summarize_ascent_by_hand():
