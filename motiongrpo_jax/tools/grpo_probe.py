@@ -70,9 +70,9 @@ and measures, with the config's group / sampler / reward options
    training batch i): move θ by ±α (parameter norm; `--ascent_steps`, one
    or more α) along a unit ascent direction d (`ascent_direction`: −g,
    −sign g as Adam's first step, or −Σg/√Σg² as its later steps) and score
-   G fresh training
-   rollouts per trajectory of batch j with fixed keys: the change of the
-   mean raw hybrid reward and of the MPJPE vs θ, for d from batch i and
+   G fresh training rollouts per trajectory of batch j with fixed keys: the
+   change of the mean raw hybrid reward and of the MPJPE vs θ, for d from
+   batch i and
    j = i ("same"), j ≠ i ("other"), and d from the sum of every batch's
    gradient except j's ("pooled", ≥ 3 batches): whether averaging batches
    makes a step that helps sequences it has not seen. "symmetric" is half
@@ -538,32 +538,6 @@ class Probe:
                        self.critic_params)
 
 
-def summarize_shift(results: Sequence[Mapping[str, Any]],
-                    etas: Sequence[float]) -> dict[str, Any]:
-  """Per x_T set and η > 0: the mean change vs η = 0 over valid sequences of
-  the reward and MPJPE (mm, and % of η = 0's), with a 95 % normal interval
-  half-width ("…_ci95") over sequences."""
-  out: dict[str, Any] = {}
-  valid = np.concatenate([np.asarray(r["valid"], bool) for r in results])
-  for name in ("same_x_T", "other_x_T"):
-    reward = np.concatenate([np.asarray(r[name][0]) for r in results], 1)
-    mpjpe = np.concatenate([np.asarray(r[name][1]) for r in results], 1)
-    reward, mpjpe = reward[:, valid], mpjpe[:, valid]
-    rows = {}
-    for e in range(1, len(etas)):
-      dr, dm = reward[e] - reward[0], mpjpe[e] - mpjpe[0]
-      half = lambda v: (1.96 * float(v.std(ddof=1)) / math.sqrt(v.size)  # pylint: disable=unnecessary-lambda-assignment
-                        if v.size > 1 else math.nan)
-      rows[str(etas[e])] = {
-          "reward": float(dr.mean()), "reward_ci95": half(dr),
-          "mpjpe": float(dm.mean()), "mpjpe_ci95": half(dm),
-          "mpjpe_percent": 100 * float(dm.mean() / mpjpe[0].mean())}
-    out[name] = {"base_reward": float(reward[0].mean()),
-                 "base_mpjpe": float(mpjpe[0].mean()),
-                 "sequences": int(valid.sum()), "steps": rows}
-  return out
-
-
 def ascent_direction(gradient: jax.Array, kind: str,
                      squares: jax.Array | None = None) -> jax.Array:
   """Unit ascent direction (`ASCENT_DIRECTIONS`) of a flat loss gradient,
@@ -603,6 +577,36 @@ def summarize_ascent(changes: Mapping[str, Sequence[dict[str, float]]]
       out[name][field] = float(v.mean())
       out[name][field + "_stderr"] = (float(v.std(ddof=1) / math.sqrt(len(v)))
                                       if len(v) > 1 else math.nan)
+  return out
+
+
+def _ci95(v: np.ndarray) -> float:
+  """Half-width of the normal 95 % interval of the mean of v (NaN for < 2)."""
+  return (1.96 * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1
+          else math.nan)
+
+
+def summarize_shift(results: Sequence[Mapping[str, Any]],
+                    etas: Sequence[float]) -> dict[str, Any]:
+  """Per x_T set and η > 0: the mean change vs η = 0 over valid sequences of
+  the reward and MPJPE (mm, and % of η = 0's), with a 95 % normal interval
+  half-width ("…_ci95") over sequences."""
+  out: dict[str, Any] = {}
+  valid = np.concatenate([np.asarray(r["valid"], bool) for r in results])
+  for name in ("same_x_T", "other_x_T"):
+    reward = np.concatenate([np.asarray(r[name][0]) for r in results], 1)
+    mpjpe = np.concatenate([np.asarray(r[name][1]) for r in results], 1)
+    reward, mpjpe = reward[:, valid], mpjpe[:, valid]
+    rows = {}
+    for e in range(1, len(etas)):
+      dr, dm = reward[e] - reward[0], mpjpe[e] - mpjpe[0]
+      rows[str(etas[e])] = {
+          "reward": float(dr.mean()), "reward_ci95": _ci95(dr),
+          "mpjpe": float(dm.mean()), "mpjpe_ci95": _ci95(dm),
+          "mpjpe_percent": 100 * float(dm.mean() / mpjpe[0].mean())}
+    out[name] = {"base_reward": float(reward[0].mean()),
+                 "base_mpjpe": float(mpjpe[0].mean()),
+                 "sequences": int(valid.sum()), "steps": rows}
   return out
 
 
