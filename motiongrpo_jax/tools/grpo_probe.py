@@ -72,10 +72,9 @@ and measures, with the config's group / sampler / reward options
    −sign g as Adam's first step, or −Σg/√Σg² as its later steps) and score
    G fresh training rollouts per trajectory of batch j with fixed keys: the
    change of the mean raw hybrid reward and of the MPJPE vs θ, for d from
-   batch i and
-   j = i ("same"), j ≠ i ("other"), and d from the sum of every batch's
-   gradient except j's ("pooled", ≥ 3 batches): whether averaging batches
-   makes a step that helps sequences it has not seen. "symmetric" is half
+   batch i and j = i ("same"), j ≠ i ("other"), and d from the sum of every
+   batch's gradient except j's ("pooled", ≥ 3 batches): whether averaging
+   batches makes a step that helps sequences it has not seen. "symmetric" is half
    the +α minus −α change (the slope; curvature cancels).
 
 6. shift: what step 0's mean could buy, per sequence. On each training
@@ -268,6 +267,22 @@ class Probe:
                                 self.config.reward, self.score_fn,
                                 critic_params)
 
+  def _noise_rollouts(self, params, batch, noise, critic_params):
+    """Rollouts with the clean condition and given draws, noise (S+1, B, M,
+    L, d) (noise[0] = x_T, noise[k+1] = step k's ε): raw sub-rewards,
+    hybrid reward and MPJPE (mm), each (B, M)."""
+    mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+    num_noise, num_seq, m, seq_len, dim = noise.shape
+    rep = lambda x: jnp.repeat(x, m, axis=0)  # pylint: disable=unnecessary-lambda-assignment
+    out = sampler_lib.rollout(
+        self.apply_fn, params, jax.tree.map(rep, update.clean_condition(batch)),
+        noise=noise.reshape(num_noise, num_seq * m, seq_len, dim),
+        mask=rep(mask), config=self.sampler)
+    samples = out.xs[-1].reshape(num_seq, m, seq_len, dim)
+    rewards, posed = self._score(samples, batch, critic_params)
+    return (rewards, rewards_lib.hybrid(rewards, self.config.reward),
+            self._mpjpe(posed.joints, batch, mask))
+
   # --- 1. gradient signal -----------------------------------------------------
 
   def _rollout_set_fn(self, params, batch, key, critic_params):
@@ -352,7 +367,6 @@ class Probe:
   # --- 2. resampling variance ---------------------------------------------
 
   def _resample_fn(self, params, batch, key, select, critic_params):
-    clean = update.clean_condition(batch)
     mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
     num_seq, seq_len = mask.shape
     m, dim = self.draws, self.packed_dim
@@ -361,14 +375,8 @@ class Probe:
     base = jax.random.normal(k_base, (num_noise, num_seq, 1, seq_len, dim))
     fresh = jax.random.normal(k_fresh, (num_noise, num_seq, m, seq_len, dim))
     noise = jnp.where(select[:, None, None, None, None], fresh, base)
-    noise = noise.reshape(num_noise, num_seq * m, seq_len, dim)
-    rep = lambda x: jnp.repeat(x, m, axis=0)  # pylint: disable=unnecessary-lambda-assignment
-    out = sampler_lib.rollout(self.apply_fn, params, jax.tree.map(rep, clean),
-                              noise=noise, mask=rep(mask), config=self.sampler)
-    samples = out.xs[-1].reshape(num_seq, m, seq_len, dim)
-    rewards, posed = self._score(samples, batch, critic_params)
-    hybrid = rewards_lib.hybrid(rewards, self.config.reward)  # shape [B, M]
-    mpjpe = self._mpjpe(posed.joints, batch, mask)  # shape [B, M]
+    _, hybrid, mpjpe = self._noise_rollouts(params, batch, noise,
+                                            critic_params)  # [B, M] each
     return {"reward_var": _pairwise_variance(hybrid),
             "mpjpe_var_mm2": _pairwise_variance(mpjpe),
             "valid": jnp.any(mask, axis=-1)}
@@ -486,31 +494,19 @@ class Probe:
   # --- 6. step-0 mean shift --------------------------------------------------
 
   def _shift_fn(self, params, batch, key, etas, critic_params):
-    clean = update.clean_condition(batch)
     mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
     num_seq, seq_len = mask.shape
     group, dim = self.config.group.group_size, self.packed_dim
-    num_steps = self.sampler.num_steps
     k_init, k_other, k_est, k_fresh = jax.random.split(key, 4)
-    rep = lambda x: jnp.repeat(x, group, axis=0)  # pylint: disable=unnecessary-lambda-assignment
 
     def initial(k):  # one x_T per sequence, shape [1, B, G, L, d]
       x = jax.random.normal(k, (1, num_seq, 1, seq_len, dim))
       return jnp.broadcast_to(x, (1, num_seq, group, seq_len, dim))
 
-    def score(noise):  # noise [S+1, B, G, L, d] -> rewards, MPJPE [B, G]
-      out = sampler_lib.rollout(
-          self.apply_fn, params, jax.tree.map(rep, clean),
-          noise=noise.reshape(num_steps + 1, num_seq * group, seq_len, dim),
-          mask=rep(mask), config=self.sampler)
-      samples = out.xs[-1].reshape(num_seq, group, seq_len, dim)
-      rewards, posed = self._score(samples, batch, critic_params)
-      return rewards, self._mpjpe(posed.joints, batch, mask)
-
-    eps_shape = (num_steps, num_seq, group, seq_len, dim)
+    eps_shape = (self.sampler.num_steps, num_seq, group, seq_len, dim)
     est = jnp.concatenate([initial(k_init),
                            jax.random.normal(k_est, eps_shape)])
-    rewards, _ = score(est)
+    rewards, _, _ = self._noise_rollouts(params, batch, est, critic_params)
     adv = rewards_lib.advantages(
         rewards, self.config.reward,
         baseline_size=self.config.group.baseline_size)[0]  # shape [B, G]
@@ -522,8 +518,8 @@ class Probe:
     def moved(x_init):
       def one(eta):
         noise = jnp.concatenate([x_init, fresh.at[0].add(eta * u[:, None])])
-        rewards, mpjpe = score(noise)
-        hybrid = rewards_lib.hybrid(rewards, self.config.reward)
+        _, hybrid, mpjpe = self._noise_rollouts(params, batch, noise,
+                                                critic_params)
         return jnp.mean(hybrid, axis=1), jnp.mean(mpjpe, axis=1)
       return jax.lax.map(one, etas)  # ([E, B], [E, B])
 
@@ -777,7 +773,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
 
   Args:
     config: a `configs/grpo.py` config with `init_checkpoint` set.
-    num_batches: training batches of sections 1, 2, 4 and 5.
+    num_batches: training batches of sections 1, 2, 4, 5 and 6.
     resample_draws: M of section 2.
     num_eval_batches: held-out batches of section 3 (0: the whole split).
     sections: which of `SECTIONS` to run (critic only with a critic;
@@ -1021,7 +1017,7 @@ def _define_flags() -> None:
       lock_config=True)
   flags.DEFINE_string("output", "", "Also write the JSON line here.")
   flags.DEFINE_integer("num_batches", 2, "Training batches (gradient, "
-                       "resample, critic sections).")
+                       "resample, critic, ascent, shift sections).")
   flags.DEFINE_integer("resample_draws", 4, "Draws M per resampled step.")
   flags.DEFINE_integer("num_eval_batches", 2, "Held-out batches of the "
                        "headroom section (0: the whole split).")
