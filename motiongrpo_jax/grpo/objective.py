@@ -9,7 +9,8 @@ pattern, so sampling and training cannot drift):
   KL_k = KL(N(μ_θ, σ_k²I) ‖ N(μ_ref, σ_k²I)) = ‖μ_θ − μ_ref‖²/(2σ_k²),
 with the squared norm reduced like the log-probs (sum over the frame and
 state dims of valid frames, or their mean; `SamplerConfig.log_prob_reduction`)
-and μ_ref the frozen base policy's mean. Trained steps are those with σ > 0
+and μ_ref the reference policy's mean (the frozen base, or the policy that
+drew the rollouts: `ObjectiveConfig.kl_reference`). Trained steps are those with σ > 0
 (all of them by default, or a random subset per iteration). Each step's
 network call is rematerialised (`jax.checkpoint`), so the backward pass keeps
 one step's activations at a time: memory is flat in the number of trained
@@ -33,8 +34,14 @@ class ObjectiveConfig:
   """Options of the clipped objective (hashable: jit-static)."""
   # ε of the ratio clip [1 − ε, 1 + ε].
   clip_range: float = 0.2
-  # β of the KL to the frozen base policy (0: no KL, no reference forward).
+  # β of the KL to the reference policy (0: no KL, no reference forward).
   kl_beta: float = 0.0
+  # The KL's reference: "base", the frozen base policy (an anchor against
+  # drift: β ≥ 1 holds the policy at the base, README); "old", the policy
+  # that drew the iteration's rollouts (a trust region per batch: over
+  # several updates the mean converges to μ_old + σ·mean(A·ε)/β, the
+  # natural-gradient step in the policy's own metric).
+  kl_reference: Literal["base", "old"] = "base"
   # Steps eligible for training: the first `train_window` steps with σ > 0
   # (the noisiest, where the sample is decided; 0 or more than there are:
   # all of them). On EgoAllo's schedule steps 0–2 cause ~97 % of the
@@ -60,6 +67,9 @@ class ObjectiveConfig:
                        "(0, 1)")
     if self.kl_beta < 0:
       raise ValueError(f"objective.kl_beta={self.kl_beta}: expected >= 0")
+    if self.kl_reference not in ("base", "old"):
+      raise ValueError(f"objective.kl_reference={self.kl_reference!r}: "
+                       "expected 'base' or 'old'")
     if self.step_weighting not in ("none", "score"):
       raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
                        "expected 'none' or 'score'")
@@ -224,7 +234,7 @@ def grpo_loss(log_probs: jax.Array, old_log_probs: jax.Array,
        trained step;
     2. surrogates r·A and clip(r, 1 − ε, 1 + ε)·A, A broadcast over steps;
     3. policy loss −mean(min(r·A, clip(r)·A)) over samples and steps;
-    4. plus β·mean(KL) (exact Gaussian KL to the frozen base policy);
+    4. plus β·mean(KL) (exact Gaussian KL to the reference policy);
     5. diagnostics: clip fraction (|r − 1| > ε), approximate KL
        mean(½δ²) (DDPO's), ratio mean / min / max, mean KL.
 

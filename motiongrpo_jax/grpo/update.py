@@ -352,7 +352,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   Returns:
     step(state, batch, ref_params=None, critic_params=None) -> (state,
     metrics): `batch` holds L+1 poses per sequence (`BATCH_FIELDS`);
-    `ref_params` is the frozen base policy (needed when kl_beta > 0);
+    `ref_params` is the frozen base policy (needed when kl_beta > 0 and
+    the KL's reference is the base; with "old" the iteration's own
+    parameters are the reference);
     `critic_params` the critic's (needed with a critic). The state is
     donated. Metrics are () float32, replicated: the group diagnostics and
     `update_metrics`, the number of trained steps and the learning rate.
@@ -362,6 +364,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
                      "(config.critic_checkpoint)")
   use_kl = config.objective.kl_beta > 0
+  kl_to_old = config.objective.kl_reference == "old"
   trainable = objective.trainable_steps(config.sampler,
                                        config.objective.train_window)
   weights = objective.step_weights(config.sampler,
@@ -382,6 +385,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
                                config.num_minibatches)
         for e in range(config.num_epochs)])
     applied_before = state.step * num_updates - state.nonfinite_steps
+    if kl_to_old:
+      ref_params = state.params
     new_state, per_update = inner_updates(
         state, training_examples(rollout, advantages, steps), order, steps,
         ref_params, apply_fn, tx, config, weights)
@@ -402,7 +407,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   validated: set[int] = set()
 
   def step(state, batch, ref_params=None, critic_params=None):
-    if use_kl and ref_params is None:
+    if use_kl and not kl_to_old and ref_params is None:
       raise ValueError("grpo: objective.kl_beta > 0 needs ref_params (the "
                        "frozen base policy)")
     batch = {k: batch[k] for k in BATCH_FIELDS}

@@ -5,7 +5,8 @@
         [--config.x.y=…] --output=probe.json [--num_batches=N] \
         [--resample_draws=M] [--num_eval_batches=E] [--sections=…] \
         [--ascent_steps=α …] [--ascent_directions=…] [--ascent_sets=…] \
-        [--shift_steps=η …]
+        [--shift_steps=η …] [--fit_shift=η] [--fit_updates=n …] \
+        [--fit_learning_rates=lr …]
 
 Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
 (`train/inputs.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
@@ -89,6 +90,20 @@ and measures, with the config's group / sampler / reward options
    the network cannot yet express the shift; a gain that survives another
    x_T is a shift the condition alone asks for.
 
+7. fit: can the network learn section 6's shift, and does it carry over to
+   sequences it was not fitted on? Per training batch, section 6's
+   estimate gives each sequence one x_T and a target for step 0's mean,
+   μ0(θ) + η·σ0·u (`--fit_shift`). From θ, Adam (`--fit_learning_rates`)
+   regresses μ0 onto the targets (mean of (μ0 − target)²/σ0²: the natural-
+   gradient step in the output space, a trust region in the policy's own
+   metric); after each count of `--fit_updates` the fitted θ' is scored as
+   section 5 scores θ + α·d (the same keys, fresh x_T and members): on the
+   batch it was fitted on ("same") and, fitted on every other batch's
+   targets together, on the batch left out ("pooled", >= 2 batches). Per
+   count: the changes of reward and MPJPE vs θ, ‖θ' − θ‖ ("distance") and
+   the share of the targets' shift reached ("fit_fraction", 1 − loss/loss
+   at θ).
+
 The report is ONE JSON line on stdout (also written to `--output`): the
 sections above (`steps`: one entry per sampler step, gradient fields only on
 trained steps), the config's key options (`config`: group, condition noise,
@@ -113,6 +128,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from motiongrpo_jax import body as body_lib
@@ -126,10 +142,11 @@ from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
 
-SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent", "shift")
+SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent", "shift",
+            "fit")
 # Independent random streams of the probe, folded into PRNGKey(config.seed).
 (_GRADIENT_STREAM, _RESAMPLE_STREAM, _HEADROOM_STREAM, _CRITIC_STREAM,
- _ASCENT_STREAM, _SHIFT_STREAM) = (11, 12, 13, 14, 15, 16)
+ _ASCENT_STREAM, _SHIFT_STREAM, _FIT_STREAM) = (11, 12, 13, 14, 15, 16, 17)
 # Directions of the ascent section: the raw policy gradient; its sign (the
 # direction of Adam's first update, m̂/√v̂ = g/|g| per coordinate); and
 # Adam's later updates, Σg/√Σg² over the batches the direction comes from
@@ -137,6 +154,9 @@ SECTIONS = ("gradient", "resample", "headroom", "critic", "ascent", "shift")
 ASCENT_DIRECTIONS = ("gradient", "sign", "adam")
 # Which batches a direction comes from and is scored on (section 5).
 ASCENT_SETS = ("same", "other", "pooled")
+# Which batches section 7's fit uses: the scored batch's own targets, or
+# every other batch's together.
+FIT_SETS = ("same", "pooled")
 
 
 # ----------------------------------------------------------------------------
@@ -240,6 +260,9 @@ class Probe:
     self._critic = jax.jit(self._critic_fn, static_argnums=(4,))
     self._moved_rewards = jax.jit(self._moved_rewards_fn)
     self._shift = jax.jit(self._shift_fn)
+    self._shift_targets = jax.jit(self._shift_targets_fn)
+    self._fit_loss_jit = jax.jit(self._fit_loss)
+    self._fit_update = jax.jit(self._fit_update_fn)
 
   # --- helpers -------------------------------------------------------------
 
@@ -493,26 +516,33 @@ class Probe:
 
   # --- 6. step-0 mean shift --------------------------------------------------
 
+  def _group_noise(self, key, num_seq, seq_len, group):
+    """x_T, one per sequence, shape [1, B, G, L, d] (shared by the G
+    members)."""
+    x = jax.random.normal(key, (1, num_seq, 1, seq_len, self.packed_dim))
+    return jnp.broadcast_to(x, (1, num_seq, group, seq_len, self.packed_dim))
+
+  def _natural_direction(self, params, batch, noise, critic_params):
+    """u (B, L, d): mean_g A_g·ε0_g over G members rolled out with `noise`
+    (S+1, B, G, L, d), scaled to unit RMS per sequence: the natural gradient
+    of step 0's mean."""
+    rewards, _, _ = self._noise_rollouts(params, batch, noise, critic_params)
+    adv = rewards_lib.advantages(
+        rewards, self.config.reward,
+        baseline_size=self.config.group.baseline_size)[0]  # shape [B, G]
+    u = jnp.mean(adv[:, :, None, None] * noise[1], axis=1)
+    rms = jnp.sqrt(jnp.mean(u * u, axis=(1, 2), keepdims=True))
+    return u / jnp.maximum(rms, 1e-30)
+
   def _shift_fn(self, params, batch, key, etas, critic_params):
     mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
     num_seq, seq_len = mask.shape
     group, dim = self.config.group.group_size, self.packed_dim
     k_init, k_other, k_est, k_fresh = jax.random.split(key, 4)
-
-    def initial(k):  # one x_T per sequence, shape [1, B, G, L, d]
-      x = jax.random.normal(k, (1, num_seq, 1, seq_len, dim))
-      return jnp.broadcast_to(x, (1, num_seq, group, seq_len, dim))
-
     eps_shape = (self.sampler.num_steps, num_seq, group, seq_len, dim)
-    est = jnp.concatenate([initial(k_init),
+    est = jnp.concatenate([self._group_noise(k_init, num_seq, seq_len, group),
                            jax.random.normal(k_est, eps_shape)])
-    rewards, _, _ = self._noise_rollouts(params, batch, est, critic_params)
-    adv = rewards_lib.advantages(
-        rewards, self.config.reward,
-        baseline_size=self.config.group.baseline_size)[0]  # shape [B, G]
-    u = jnp.mean(adv[:, :, None, None] * est[1], axis=1)  # shape [B, L, d]
-    u = u / jnp.maximum(jnp.sqrt(jnp.mean(u * u, axis=(1, 2), keepdims=True)),
-                        1e-30)
+    u = self._natural_direction(params, batch, est, critic_params)
     fresh = jax.random.normal(k_fresh, eps_shape)
 
     def moved(x_init):
@@ -523,7 +553,8 @@ class Probe:
         return jnp.mean(hybrid, axis=1), jnp.mean(mpjpe, axis=1)
       return jax.lax.map(one, etas)  # ([E, B], [E, B])
 
-    return {"same_x_T": moved(est[:1]), "other_x_T": moved(initial(k_other)),
+    other = self._group_noise(k_other, num_seq, seq_len, group)
+    return {"same_x_T": moved(est[:1]), "other_x_T": moved(other),
             "valid": jnp.any(mask, axis=-1)}
 
   def mean_shift(self, params, batch, key, etas: Sequence[float]
@@ -532,6 +563,86 @@ class Probe:
     fresh members at each η of `etas` (η = 0 first), "valid": (B,)}."""
     return self._shift(params, batch, key, jnp.asarray(etas, jnp.float32),
                        self.critic_params)
+
+
+  # --- 7. fit step 0's means to their shift ----------------------------------
+
+  def _step0_mean(self, params, x_T, condition, mask):
+    """Step 0's mean μ0 (B, L, d) of x_T (B, L, d), and its σ0 constants."""
+    c = jax.tree.map(lambda v: v[0], sampler_lib.step_constants(self.sampler))
+    x0 = sampler_lib.predict_x0(self.apply_fn, params, x_T, c.t, condition,
+                                mask, self.sampler)
+    return sampler_lib.update_mean(x_T, x0, c), c
+
+  def _shift_targets_fn(self, params, batch, key, eta, critic_params):
+    mask = batch["mask"][:, 1:].astype(bool)  # shape [B, L]
+    num_seq, seq_len = mask.shape
+    group = self.config.group.group_size
+    k_init, k_est = jax.random.split(key)
+    eps_shape = (self.sampler.num_steps, num_seq, group, seq_len,
+                 self.packed_dim)
+    est = jnp.concatenate([self._group_noise(k_init, num_seq, seq_len, group),
+                           jax.random.normal(k_est, eps_shape)])
+    u = self._natural_direction(params, batch, est, critic_params)
+    condition = update.clean_condition(batch)
+    x_T = est[0, :, 0]
+    mean, c = self._step0_mean(params, x_T, condition, mask)
+    return FitTargets(x_T=x_T, target=mean + eta * c.sigma * u,
+                      T_world_cpf=condition.T_world_cpf,
+                      T_cpf_tm1_cpf_t=condition.T_cpf_tm1_cpf_t, mask=mask)
+
+  def shift_targets(self, params, batch, key, eta: float) -> "FitTargets":
+    """Step 0's means of one x_T per sequence, moved by η·σ0·u along their
+    natural gradient u (section 6's estimate): what the fit regresses on."""
+    return self._shift_targets(params, batch, key, jnp.float32(eta),
+                               self.critic_params)
+
+  def _fit_loss(self, params, targets: "FitTargets"):
+    """Mean over valid scalars of (μ0_θ − target)²/σ0²."""
+    condition = sampler_lib.Condition(targets.T_world_cpf,
+                                      targets.T_cpf_tm1_cpf_t)
+    mean, c = self._step0_mean(params, targets.x_T, condition, targets.mask)
+    sq = jnp.square(mean - targets.target) * c.inv_var
+    valid = targets.mask[..., None]
+    count = jnp.maximum(jnp.sum(valid), 1) * mean.shape[-1]
+    return jnp.sum(jnp.where(valid, sq, 0.0)) / count
+
+  def _fit_update_fn(self, params, opt_state, targets, learning_rate):
+    loss, grads = jax.value_and_grad(self._fit_loss)(params, targets)
+    updates, opt_state = optax.scale_by_adam().update(grads, opt_state)
+    params = optax.apply_updates(
+        params, jax.tree.map(lambda u: -learning_rate * u, updates))
+    return params, opt_state, loss
+
+  def fit_shift(self, params, targets: "FitTargets", updates: Sequence[int],
+                learning_rate: float) -> list[dict[str, Any]]:
+    """Adam on `_fit_loss` from θ; after each count in `updates` (ascending):
+    {"updates", "delta" (flat θ' − θ), "distance" ‖θ' − θ‖, "fit_fraction"
+    1 − loss/loss(θ), the share of the targets' shift reached}."""
+    flat0 = ravel_pytree(params)[0]
+    opt_state = optax.scale_by_adam().init(params)
+    lr = jnp.float32(learning_rate)
+    loss0 = float(self._fit_loss_jit(params, targets))
+    out, current = [], params
+    for n in range(1, max(updates) + 1):
+      current, opt_state, _ = self._fit_update(current, opt_state, targets,
+                                               lr)
+      if n in updates:
+        delta = ravel_pytree(current)[0] - flat0
+        loss = float(self._fit_loss_jit(current, targets))
+        out.append({"updates": n, "delta": delta,
+                    "distance": float(jnp.linalg.norm(delta)),
+                    "fit_fraction": 1.0 - loss / loss0})
+    return out
+
+
+class FitTargets(NamedTuple):
+  """Section 7's regression targets of B sequences (concatenate to pool)."""
+  x_T: jax.Array  # shape [B, L, d]
+  target: jax.Array  # shape [B, L, d] μ0 + η·σ0·u
+  T_world_cpf: jax.Array  # shape [B, L, 7]
+  T_cpf_tm1_cpf_t: jax.Array  # shape [B, L, 7]
+  mask: jax.Array  # shape [B, L]
 
 
 def ascent_direction(gradient: jax.Array, kind: str,
@@ -767,13 +878,16 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         ascent_steps: Sequence[float] = (0.03,),
         ascent_directions: Sequence[str] = ASCENT_DIRECTIONS,
         ascent_sets: Sequence[str] = ASCENT_SETS,
-        shift_steps: Sequence[float] = (0.1, 0.4), data_workdir: str = "",
+        shift_steps: Sequence[float] = (0.1, 0.4), fit_shift: float = 0.4,
+        fit_updates: Sequence[int] = (10, 30, 100),
+        fit_learning_rates: Sequence[float] = (1e-5,),
+        data_workdir: str = "",
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """Loads the base policy and data of a grpo config and runs the probe.
 
   Args:
     config: a `configs/grpo.py` config with `init_checkpoint` set.
-    num_batches: training batches of sections 1, 2, 4, 5 and 6.
+    num_batches: training batches of sections 1, 2, 4, 5, 6 and 7.
     resample_draws: M of section 2.
     num_eval_batches: held-out batches of section 3 (0: the whole split).
     sections: which of `SECTIONS` to run (critic only with a critic;
@@ -782,6 +896,9 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     ascent_directions: which of `ASCENT_DIRECTIONS` section 5 follows.
     ascent_sets: which of `ASCENT_SETS` section 5 scores.
     shift_steps: the η > 0 of section 6, in units of σ0 per coordinate.
+    fit_shift: the η of section 7's targets.
+    fit_updates: after how many Adam updates section 7 scores the fit.
+    fit_learning_rates: the Adam learning rates of section 7.
     data_workdir: where `WORKDIR/data` is looked for / built when neither
       `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
       the checkpoint directory).
@@ -811,6 +928,14 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
                      f"more η > 0")
   if num_batches < 1:
     raise ValueError(f"--num_batches={num_batches}: expected >= 1")
+  if "fit" in sections and (fit_shift <= 0 or not fit_updates
+                            or min(fit_updates) < 1
+                            or not fit_learning_rates
+                            or min(fit_learning_rates) <= 0):
+    raise ValueError(f"--fit_shift={fit_shift}, --fit_updates="
+                     f"{list(fit_updates)}, --fit_learning_rates="
+                     f"{list(fit_learning_rates)}: expected η > 0, counts "
+                     ">= 1 and learning rates > 0")
   for flag, given, allowed in (("ascent_directions", ascent_directions,
                                 ASCENT_DIRECTIONS),
                                ("ascent_sets", ascent_sets, ASCENT_SETS)):
@@ -840,7 +965,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   fields = update.BATCH_FIELDS
   batches = []
   if any(s in sections for s in ("gradient", "resample", "critic", "ascent",
-                                 "shift")):
+                                 "shift", "fit")):
     iterator = inputs.train_iterator(config, str(data_dir), mesh, hands,
                                      seq_len=config.data.seq_len + 1)
     for _ in range(num_batches):
@@ -975,6 +1100,42 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     report["shift"] = summarize_shift(results, etas)
     seconds["shift"] = time.monotonic() - t0
     log("shift: done")
+  if "fit" in sections:
+    t0 = time.monotonic()
+    stream = jax.random.fold_in(key, _FIT_STREAM)
+    keys = [jax.random.fold_in(jax.random.fold_in(key, _ASCENT_STREAM), j)
+            for j in range(len(batches))]
+    zero = jnp.zeros_like(ravel_pytree(params)[0])
+    base_values = [probe.moved_rewards(params, zero, 0.0, batch, k)
+                   for batch, k in zip(batches, keys)]
+    targets = [probe.shift_targets(params, batch,
+                                   jax.random.fold_in(stream, i), fit_shift)
+               for i, batch in enumerate(batches)]
+    fits = [(j, "same", targets[j]) for j in range(len(batches))]
+    if len(batches) >= 2:
+      fits += [(j, "pooled", jax.tree.map(
+          lambda *x: jnp.concatenate(x),
+          *[t for i, t in enumerate(targets) if i != j]))
+               for j in range(len(batches))]
+    report["fit"] = {"shift": fit_shift, "updates": list(fit_updates),
+                     "base_reward": float(np.mean([r for r, _ in base_values])),
+                     "base_mpjpe": float(np.mean([m for _, m in base_values]))}
+    for lr in fit_learning_rates:
+      changes = {n: {name: [] for name in FIT_SETS} for n in fit_updates}
+      for j, name, fit_targets in fits:
+        for entry in probe.fit_shift(params, fit_targets, sorted(fit_updates),
+                                     lr):
+          r, m = probe.moved_rewards(params, entry["delta"], 1.0, batches[j],
+                                     keys[j])
+          changes[entry["updates"]][name].append({
+              "reward": r - base_values[j][0], "mpjpe": m - base_values[j][1],
+              "distance": entry["distance"],
+              "fit_fraction": entry["fit_fraction"]})
+        log(f"fit: learning rate {lr}, {name} batch {j + 1} done")
+      report["fit"][str(lr)] = {
+          str(n): summarize_ascent({k: v for k, v in sets.items() if v})
+          for n, sets in changes.items()}
+    seconds["fit"] = time.monotonic() - t0
   seconds["total"] = time.monotonic() - t_start
   report["wall_seconds"] = seconds
   return _finite(report)
@@ -997,6 +1158,8 @@ def main(argv: Sequence[str]) -> None:
                ascent_steps=f.ascent_steps,
                ascent_directions=f.ascent_directions,
                ascent_sets=f.ascent_sets, shift_steps=f.shift_steps,
+               fit_shift=f.fit_shift, fit_updates=f.fit_updates,
+               fit_learning_rates=f.fit_learning_rates,
                sections=[s.strip() for s in f.sections.split(",") if s.strip()],
                data_workdir=f.data_workdir, log=logging.info)
   line = json.dumps(report, sort_keys=True)
@@ -1017,7 +1180,7 @@ def _define_flags() -> None:
       lock_config=True)
   flags.DEFINE_string("output", "", "Also write the JSON line here.")
   flags.DEFINE_integer("num_batches", 2, "Training batches (gradient, "
-                       "resample, critic, ascent, shift sections).")
+                       "resample, critic, ascent, shift, fit sections).")
   flags.DEFINE_integer("resample_draws", 4, "Draws M per resampled step.")
   flags.DEFINE_integer("num_eval_batches", 2, "Held-out batches of the "
                        "headroom section (0: the whole split).")
@@ -1032,6 +1195,14 @@ def _define_flags() -> None:
                            "section (repeat for several): step 0's mean moves "
                            "by η·σ0 per coordinate along its natural "
                            "gradient.")
+  flags.DEFINE_float("fit_shift", 0.4, "η of the fit section's targets "
+                     "(step 0's means moved by η·σ0 along their natural "
+                     "gradient).")
+  flags.DEFINE_multi_integer("fit_updates", [10, 30, 100], "Adam updates "
+                             "after which the fit section scores the fit "
+                             "(repeat for several).")
+  flags.DEFINE_multi_float("fit_learning_rates", [1e-5], "Adam learning "
+                           "rates of the fit section (repeat for several).")
   flags.DEFINE_string("sections", ",".join(SECTIONS),
                       f"Comma-separated subset of {SECTIONS}.")
   flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "

@@ -22,7 +22,7 @@ _REPO = _HERE.parents[1]
 # Two iterations with the same global batch on 1 and on 2 devices, plus the
 # round-off yardstick and two deliberate faults (see the test's docstring).
 _SCRIPT = r"""
-import json
+import dataclasses, json
 import jax, numpy as np
 import grpo_tiny as tiny
 from motiongrpo_jax.train import mesh as mesh_lib, state as state_lib
@@ -40,11 +40,12 @@ def perturbed(seed):
       for x, k in zip(leaves, keys)])
 
 
-def run(step, mesh, params, seed=0, rows=None):
+def run(step, mesh, params, seed=0, rows=None, with_ref=True):
   # Host copies: the state is donated and must not share buffers.
   state = mesh_lib.put_replicated(mesh, state_lib.create(
       jax.device_get(params), tiny.optimizer(), jax.random.PRNGKey(seed)))
-  ref = mesh_lib.put_replicated(mesh, jax.device_get(init))
+  ref = (mesh_lib.put_replicated(mesh, jax.device_get(init)) if with_ref
+         else None)
   batch = tiny.batch()
   if rows is not None:
     batch = {k: v[rows] for k, v in batch.items()}
@@ -59,6 +60,8 @@ def run(step, mesh, params, seed=0, rows=None):
 
 meshes = {n: mesh_lib.make_mesh(jax.devices()[:n]) for n in (1, 2)}
 steps = {n: tiny.make_step(meshes[n]) for n in (1, 2)}
+kl_to_old = dataclasses.replace(tiny.CONFIG, objective=dataclasses.replace(
+    tiny.CONFIG.objective, kl_reference="old"))
 runs = {
     "one": run(steps[1], meshes[1], init),
     "two": run(steps[2], meshes[2], init),
@@ -69,6 +72,9 @@ runs = {
     # other sequences' keys (the batch's rows rotated).
     "fault_keys": run(steps[2], meshes[2], init, seed=1),
     "fault_groups": run(steps[2], meshes[2], init, rows=[1, 2, 3, 0]),
+    # The KL to the policy that drew the rollouts: no base parameters.
+    "kl_old": run(tiny.make_step(meshes[1], kl_to_old), meshes[1], init,
+                  with_ref=False),
 }
 one = runs["one"]["params"]
 out = {"cache_size_1": steps[1].jitted._cache_size(),
@@ -184,6 +190,20 @@ def test_ratio_one_and_zero_kl_before_the_first_update(result):
     assert m["num_trained_steps"] == 2  # 3 DDIM steps, the last has σ = 0
     assert 0 <= m["zero_advantage_fraction"] <= 1
     assert m["diversity_joint_distance"] > 0
+
+
+def test_kl_to_the_old_policy(result):
+  """With `kl_reference="old"` every iteration's first update sees KL 0 (the
+  reference is the policy that drew its rollouts), where the base reference
+  shows the distance travelled; later updates see KL > 0. No base
+  parameters are needed. Iteration 0 is the base run's, to round-off."""
+  old, base = result["kl_old"]["metrics"], result["one"]["metrics"]
+  metric_tol, _ = _tolerances(result)
+  assert not [m for m in _COMPARED
+              if abs(old[0][m] - base[0][m]) > metric_tol[0][m]]
+  assert base[1]["first_kl"] > 0
+  assert old[1]["first_kl"] < 1e-8 and old[1]["kl"] > 0
+  assert result["kl_old"]["step"] == 2
 
 
 def test_compiled_once(result):

@@ -106,6 +106,16 @@ out["moved"] = {
 # 6. Step-0 mean shift: η = 0 twice, then 0.5.
 shift = probe.mean_shift(params, batch, jax.random.PRNGKey(9), [0.0, 0.0, 0.5])
 out["shift"] = tolist(shift)
+# 7. Fit step 0's means to their shift (η = 0.5), scored after 1 and 5 updates.
+targets = probe.shift_targets(params, batch, jax.random.PRNGKey(10), 0.5)
+fit = probe.fit_shift(params, targets, [1, 5], 3e-4)
+out["fit"] = {
+    "loss0": float(probe._fit_loss_jit(params, targets)),
+    "valid_fraction": float(np.mean(np.asarray(targets.mask))),
+    "entries": [{k: v for k, v in e.items() if k != "delta"} for e in fit],
+    "delta_norms": [float(jnp.linalg.norm(e["delta"])) for e in fit],
+    "moved": [probe.moved_rewards(params, e["delta"], 1.0, batch, key)
+              for e in fit]}
 json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
 """
 
@@ -275,6 +285,24 @@ def test_mean_shift_common_random_numbers(results):
                 != np.asarray(shift["other_x_T"][1][0]))
 
 
+def test_fit_shift(results):
+  """The targets sit η·σ0·u from step 0's means, u at unit RMS: the loss at
+  θ is η² = 0.25 (every frame valid; float32 mean of squares). Adam closes
+  part of the gap, more with more updates; the fitted θ' moves the scored
+  rollouts (same keys as θ's `moved` zero entry)."""
+  fit = results["fit"]
+  assert fit["valid_fraction"] == 1.0
+  np.testing.assert_allclose(fit["loss0"], 0.25, rtol=1e-5)
+  first, fifth = fit["entries"]
+  assert (first["updates"], fifth["updates"]) == (1, 5)
+  assert 0 < first["fit_fraction"] < fifth["fit_fraction"] < 1
+  assert 0 < first["distance"] < fifth["distance"]
+  np.testing.assert_allclose(fit["delta_norms"],
+                             [first["distance"], fifth["distance"]])
+  for moved in fit["moved"]:
+    assert moved != results["moved"]["zero"]
+
+
 def test_summarize_shift_by_hand():
   """Changes vs η = 0 over the valid sequences (the third is a filler)."""
   result = {"valid": [True, True, False],
@@ -331,6 +359,8 @@ def test_ascent_options_checked():
     grpo_probe.run(config, sections=("ascent",), ascent_sets=("best",))
   with pytest.raises(ValueError, match="--shift_steps"):
     grpo_probe.run(config, sections=("shift",), shift_steps=(0.0,))
+  with pytest.raises(ValueError, match="--fit_updates"):
+    grpo_probe.run(config, sections=("fit",), fit_updates=(0, 10))
 
 
 def test_summarize_ascent_by_hand():
