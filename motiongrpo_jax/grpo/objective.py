@@ -52,6 +52,15 @@ class ObjectiveConfig:
   num_train_steps: int = 0
   # Rematerialise each step's network call in the backward pass.
   remat: bool = True
+  # β of a KL anchor on the steps outside the training window (0: none). The
+  # network is shared by every step: an update that constrains only the
+  # trained steps lets the others' denoising drift (tools/grpo_probe's fit
+  # section: fitting step 0 alone triples MPJPE; README, "GRPO recipe").
+  # Same reference as the KL above (`kl_reference`).
+  anchor_beta: float = 0.0
+  # Untrained steps (σ > 0) the anchor scores per iteration: a random subset
+  # of this many, drawn anew each iteration.
+  anchor_steps: int = 2
   # Per-step weight w_k of the log-ratios. A step's score εᵀ∇μ/σ scales like
   # a_k/σ_k (a_k = the x̂0 coefficient of μ): 0.3 at EgoAllo's first step,
   # ~200 at its last, so unweighted ("none", the exact ratio) the low-noise
@@ -70,6 +79,19 @@ class ObjectiveConfig:
     if self.kl_reference not in ("base", "old"):
       raise ValueError(f"objective.kl_reference={self.kl_reference!r}: "
                        "expected 'base' or 'old'")
+    if self.anchor_beta < 0:
+      raise ValueError(f"objective.anchor_beta={self.anchor_beta}: expected "
+                       ">= 0")
+    if self.anchor_beta > 0:
+      untrained = (None if num_trainable is None
+                   else num_trainable - min(self.train_window or num_trainable,
+                                            num_trainable))
+      if self.anchor_steps < 1 or (untrained is not None
+                                   and self.anchor_steps > untrained):
+        raise ValueError(
+            f"objective.anchor_steps={self.anchor_steps}: expected 1.."
+            f"{untrained} (the steps with σ > 0 outside "
+            f"objective.train_window={self.train_window})")
     if self.step_weighting not in ("none", "score"):
       raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
                        "expected 'none' or 'score'")
@@ -94,6 +116,14 @@ def trainable_steps(config: sampler_lib.SamplerConfig,
   sigma = np.asarray(sampler_lib.step_constants(config).sigma)
   steps = np.nonzero(sigma > 0)[0].astype(np.int32)
   return steps[:train_window] if train_window else steps
+
+
+def anchor_candidates(config: sampler_lib.SamplerConfig,
+                      train_window: int) -> np.ndarray:
+  """(S″,) int32 the steps with σ > 0 outside the training window, where
+  the anchor applies (empty when every such step is trained)."""
+  steps = trainable_steps(config)
+  return steps[train_window:] if train_window else steps[:0]
 
 
 def score_scale(config: sampler_lib.SamplerConfig) -> np.ndarray:

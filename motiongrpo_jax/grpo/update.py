@@ -258,11 +258,12 @@ def minibatch(examples: _Examples, j: jax.Array, num_minibatches: int,
 
 def objective_loss(apply_fn: sampler_lib.ApplyFn, config: UpdateConfig,
                    weights: np.ndarray, params: Any, ref_params: Any,
-                   steps: jax.Array, ex: _Examples
+                   steps: jax.Array, anchor: jax.Array | None, ex: _Examples
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The clipped objective (and KL) of examples, re-scoring the trained
   `steps` with `params`; `weights` (S,) of every step
-  (`objective.step_weights`)."""
+  (`objective.step_weights`); plus anchor_beta × the mean KL at the
+  untrained `anchor` steps (None: no anchor)."""
   use_kl = config.objective.kl_beta > 0
   condition = sampler_lib.Condition(ex.T_world_cpf, ex.T_cpf_tm1_cpf_t)
   log_probs, kl = objective.rescore_steps(
@@ -273,11 +274,18 @@ def objective_loss(apply_fn: sampler_lib.ApplyFn, config: UpdateConfig,
                                     ex.advantages, kl if use_kl else None,
                                     config.objective)
   stats["log_ratio_abs_max"] = jnp.max(jnp.abs(log_probs - ex.old_log_probs))
+  if anchor is not None:
+    _, anchor_kl = objective.rescore_steps(
+        apply_fn, params, ref_params, ex.xs, condition, ex.mask, anchor,
+        config.sampler, remat=config.objective.remat)
+    stats["anchor_kl"] = jax.lax.stop_gradient(jnp.mean(anchor_kl))
+    loss = loss + config.objective.anchor_beta * jnp.mean(anchor_kl)
   return loss, stats
 
 
 def inner_updates(state: state_lib.TrainState, examples: _Examples,
-                  order: jax.Array, steps: jax.Array, ref_params: Any,
+                  order: jax.Array, steps: jax.Array,
+                  anchor: jax.Array | None, ref_params: Any,
                   apply_fn: sampler_lib.ApplyFn,
                   tx: optax.GradientTransformation, config: UpdateConfig,
                   weights: np.ndarray
@@ -291,7 +299,8 @@ def inner_updates(state: state_lib.TrainState, examples: _Examples,
   """
   grad_fn = jax.value_and_grad(
       lambda params, ex: objective_loss(apply_fn, config, weights, params,
-                                        ref_params, steps, ex), has_aux=True)
+                                        ref_params, steps, anchor, ex),
+      has_aux=True)
 
   def update(state, j):
     micro = minibatch(examples, j, config.num_minibatches,
@@ -321,6 +330,8 @@ def update_metrics(per_update: dict[str, jax.Array]) -> dict[str, jax.Array]:
   metrics["first_log_ratio_abs_max"] = per_update["log_ratio_abs_max"][0]
   metrics["first_kl"] = per_update["kl"][0]
   metrics["first_policy_loss"] = per_update["policy_loss"][0]
+  if "anchor_kl" in per_update:
+    metrics["first_anchor_kl"] = per_update["anchor_kl"][0]
   if "grad_cosine" in per_update:
     # This iteration's first gradient against the previous iteration's last
     # one: other rollouts, so agreement is signal, not shared noise.
@@ -352,9 +363,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   Returns:
     step(state, batch, ref_params=None, critic_params=None) -> (state,
     metrics): `batch` holds L+1 poses per sequence (`BATCH_FIELDS`);
-    `ref_params` is the frozen base policy (needed when kl_beta > 0 and
-    the KL's reference is the base; with "old" the iteration's own
-    parameters are the reference);
+    `ref_params` is the frozen base policy (needed when kl_beta or
+    anchor_beta > 0 and the KL's reference is the base; with "old" the
+    iteration's own parameters are the reference);
     `critic_params` the critic's (needed with a critic). The state is
     donated. Metrics are () float32, replicated: the group diagnostics and
     `update_metrics`, the number of trained steps and the learning rate.
@@ -363,10 +374,12 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   if config.reward.weight_vis != 0 and score_fn is None:
     raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
                      "(config.critic_checkpoint)")
-  use_kl = config.objective.kl_beta > 0
+  use_ref = config.objective.kl_beta > 0 or config.objective.anchor_beta > 0
   kl_to_old = config.objective.kl_reference == "old"
   trainable = objective.trainable_steps(config.sampler,
                                        config.objective.train_window)
+  candidates = objective.anchor_candidates(config.sampler,
+                                          config.objective.train_window)
   weights = objective.step_weights(config.sampler,
                                    config.objective.step_weighting,
                                    config.objective.train_window)
@@ -380,6 +393,11 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
         score_fn, critic_params)
     steps = objective.select_steps(k_steps, trainable,
                                    config.objective.num_train_steps)
+    anchor = None
+    if config.objective.anchor_beta > 0:
+      anchor = objective.select_steps(jax.random.fold_in(k_steps, 1),
+                                      candidates,
+                                      config.objective.anchor_steps)
     order = jnp.concatenate([
         jax.random.permutation(jax.random.fold_in(k_order, e),
                                config.num_minibatches)
@@ -389,7 +407,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
       ref_params = state.params
     new_state, per_update = inner_updates(
         state, training_examples(rollout, advantages, steps), order, steps,
-        ref_params, apply_fn, tx, config, weights)
+        anchor, ref_params, apply_fn, tx, config, weights)
     new_state = new_state.replace(step=state.step + 1)
     metrics = {**jax.lax.pmean(metrics, DATA_AXIS),
                **update_metrics(per_update),
@@ -407,9 +425,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   validated: set[int] = set()
 
   def step(state, batch, ref_params=None, critic_params=None):
-    if use_kl and not kl_to_old and ref_params is None:
-      raise ValueError("grpo: objective.kl_beta > 0 needs ref_params (the "
-                       "frozen base policy)")
+    if use_ref and not kl_to_old and ref_params is None:
+      raise ValueError("grpo: objective.kl_beta or anchor_beta > 0 needs "
+                       "ref_params (the frozen base policy)")
     batch = {k: batch[k] for k in BATCH_FIELDS}
     num_seq, num_devices = batch["T_world_cpf"].shape[0], mesh.devices.size
     if num_seq % num_devices:

@@ -101,8 +101,7 @@ and measures, with the config's group / sampler / reward options
    batch it was fitted on ("same") and, fitted on every other batch's
    targets together, on the batch left out ("pooled", >= 2 batches). Per
    count: the changes of reward and MPJPE vs θ, ‖θ' − θ‖ ("distance") and
-   the share of the targets' shift reached ("fit_fraction", 1 − loss/loss
-   at θ).
+   the share of θ's loss removed ("fit_fraction", 1 − loss/loss at θ).
 
 The report is ONE JSON line on stdout (also written to `--output`): the
 sections above (`steps`: one entry per sampler step, gradient fields only on
@@ -199,6 +198,15 @@ class RolloutSet(NamedTuple):
   T_cpf_tm1_cpf_t: jax.Array  # shape [N, L, 7]
   mask: jax.Array  # shape [N, L]
   advantages: jax.Array  # shape [N]
+
+
+class FitTargets(NamedTuple):
+  """Section 7's regression targets of B sequences (concatenate to pool)."""
+  x_T: jax.Array  # shape [B, L, d]
+  target: jax.Array  # shape [B, L, d] μ0 + η·σ0·u
+  T_world_cpf: jax.Array  # shape [B, L, 7]
+  T_cpf_tm1_cpf_t: jax.Array  # shape [B, L, 7]
+  mask: jax.Array  # shape [B, L]
 
 
 def _sequence_keys(key: jax.Array, num: int) -> jax.Array:
@@ -564,7 +572,6 @@ class Probe:
     return self._shift(params, batch, key, jnp.asarray(etas, jnp.float32),
                        self.critic_params)
 
-
   # --- 7. fit step 0's means to their shift ----------------------------------
 
   def _step0_mean(self, params, x_T, condition, mask):
@@ -591,13 +598,13 @@ class Probe:
                       T_world_cpf=condition.T_world_cpf,
                       T_cpf_tm1_cpf_t=condition.T_cpf_tm1_cpf_t, mask=mask)
 
-  def shift_targets(self, params, batch, key, eta: float) -> "FitTargets":
+  def shift_targets(self, params, batch, key, eta: float) -> FitTargets:
     """Step 0's means of one x_T per sequence, moved by η·σ0·u along their
     natural gradient u (section 6's estimate): what the fit regresses on."""
     return self._shift_targets(params, batch, key, jnp.float32(eta),
                                self.critic_params)
 
-  def _fit_loss(self, params, targets: "FitTargets"):
+  def _fit_loss(self, params, targets: FitTargets):
     """Mean over valid scalars of (μ0_θ − target)²/σ0²."""
     condition = sampler_lib.Condition(targets.T_world_cpf,
                                       targets.T_cpf_tm1_cpf_t)
@@ -614,11 +621,11 @@ class Probe:
         params, jax.tree.map(lambda u: -learning_rate * u, updates))
     return params, opt_state, loss
 
-  def fit_shift(self, params, targets: "FitTargets", updates: Sequence[int],
+  def fit_shift(self, params, targets: FitTargets, updates: Sequence[int],
                 learning_rate: float) -> list[dict[str, Any]]:
     """Adam on `_fit_loss` from θ; after each count in `updates` (ascending):
     {"updates", "delta" (flat θ' − θ), "distance" ‖θ' − θ‖, "fit_fraction"
-    1 − loss/loss(θ), the share of the targets' shift reached}."""
+    1 − loss/loss(θ), the share of θ's loss removed}."""
     flat0 = ravel_pytree(params)[0]
     opt_state = optax.scale_by_adam().init(params)
     lr = jnp.float32(learning_rate)
@@ -634,15 +641,6 @@ class Probe:
                     "distance": float(jnp.linalg.norm(delta)),
                     "fit_fraction": 1.0 - loss / loss0})
     return out
-
-
-class FitTargets(NamedTuple):
-  """Section 7's regression targets of B sequences (concatenate to pool)."""
-  x_T: jax.Array  # shape [B, L, d]
-  target: jax.Array  # shape [B, L, d] μ0 + η·σ0·u
-  T_world_cpf: jax.Array  # shape [B, L, 7]
-  T_cpf_tm1_cpf_t: jax.Array  # shape [B, L, 7]
-  mask: jax.Array  # shape [B, L]
 
 
 def ascent_direction(gradient: jax.Array, kind: str,
@@ -1054,13 +1052,18 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     report["critic"] = {"noise_kind": kinds, **summarize_critic(results)}
     seconds["critic"] = time.monotonic() - t0
 
-  if "ascent" in sections:
+  if "ascent" in sections or "fit" in sections:
+    # Sections 5 and 7 score moved parameters with these keys, against θ's
+    # rollouts with the same keys.
     t0 = time.monotonic()
     stream = jax.random.fold_in(key, _ASCENT_STREAM)
     keys = [jax.random.fold_in(stream, j) for j in range(len(batches))]
-    zero = jnp.zeros_like(batch_gradients[0])
+    zero = jnp.zeros_like(ravel_pytree(params)[0])
     base_values = [probe.moved_rewards(params, zero, 0.0, batch, k)
                    for batch, k in zip(batches, keys)]
+    seconds["baseline"] = time.monotonic() - t0
+  if "ascent" in sections:
+    t0 = time.monotonic()
     report["ascent"] = {
         "steps": list(ascent_steps),
         "base_reward": float(np.mean([r for r, _ in base_values])),
@@ -1103,11 +1106,6 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
   if "fit" in sections:
     t0 = time.monotonic()
     stream = jax.random.fold_in(key, _FIT_STREAM)
-    keys = [jax.random.fold_in(jax.random.fold_in(key, _ASCENT_STREAM), j)
-            for j in range(len(batches))]
-    zero = jnp.zeros_like(ravel_pytree(params)[0])
-    base_values = [probe.moved_rewards(params, zero, 0.0, batch, k)
-                   for batch, k in zip(batches, keys)]
     targets = [probe.shift_targets(params, batch,
                                    jax.random.fold_in(stream, i), fit_shift)
                for i, batch in enumerate(batches)]

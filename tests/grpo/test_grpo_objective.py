@@ -125,6 +125,24 @@ def test_train_window_keeps_the_noisiest_steps():
     objective.ObjectiveConfig(train_window=-1).validate(29)
 
 
+def test_anchor_candidates_are_the_untrained_stochastic_steps():
+  """EgoAllo's 30 steps: σ > 0 on steps 0–28; a window of 3 leaves 3–28 to
+  the anchor, a window over all of them (or 0: all trained) leaves none."""
+  config = sampler.SamplerConfig(num_steps=30)
+  np.testing.assert_array_equal(objective.anchor_candidates(config, 3),
+                                np.arange(3, 29))
+  assert objective.anchor_candidates(config, 29).size == 0
+  assert objective.anchor_candidates(config, 0).size == 0
+  objective.ObjectiveConfig(anchor_beta=1.0, anchor_steps=26).validate(29)
+  with pytest.raises(ValueError, match="anchor_steps=27"):
+    objective.ObjectiveConfig(anchor_beta=1.0, anchor_steps=27).validate(29)
+  with pytest.raises(ValueError, match="anchor_steps=1"):
+    objective.ObjectiveConfig(train_window=0, anchor_beta=1.0,
+                              anchor_steps=1).validate(29)
+  with pytest.raises(ValueError, match="anchor_beta=-1"):
+    objective.ObjectiveConfig(anchor_beta=-1.0).validate(29)
+
+
 def test_score_scale_and_weights_by_hand():
   """a_k/σ_k from the schedule's ᾱ by hand, and weights c·σ_k/a_k."""
   config = sampler.SamplerConfig(num_steps=30)

@@ -62,6 +62,9 @@ meshes = {n: mesh_lib.make_mesh(jax.devices()[:n]) for n in (1, 2)}
 steps = {n: tiny.make_step(meshes[n]) for n in (1, 2)}
 kl_to_old = dataclasses.replace(tiny.CONFIG, objective=dataclasses.replace(
     tiny.CONFIG.objective, kl_reference="old"))
+# Step 0 trained, step 1 (the other σ > 0 step) anchored to the base.
+anchored = dataclasses.replace(tiny.CONFIG, objective=dataclasses.replace(
+    tiny.CONFIG.objective, train_window=1, anchor_beta=0.1, anchor_steps=1))
 runs = {
     "one": run(steps[1], meshes[1], init),
     "two": run(steps[2], meshes[2], init),
@@ -75,6 +78,7 @@ runs = {
     # The KL to the policy that drew the rollouts: no base parameters.
     "kl_old": run(tiny.make_step(meshes[1], kl_to_old), meshes[1], init,
                   with_ref=False),
+    "anchored": run(tiny.make_step(meshes[1], anchored), meshes[1], init),
 }
 one = runs["one"]["params"]
 out = {"cache_size_1": steps[1].jitted._cache_size(),
@@ -204,6 +208,19 @@ def test_kl_to_the_old_policy(result):
   assert base[1]["first_kl"] > 0
   assert old[1]["first_kl"] < 1e-8 and old[1]["kl"] > 0
   assert result["kl_old"]["step"] == 2
+
+
+def test_anchor_on_the_untrained_step(result):
+  """Step 0 trained, step 1 anchored by a KL to the base: 0 before the first
+  update, > 0 once the policy has moved, and in the loss with its β."""
+  first, second = result["anchored"]["metrics"]
+  assert first["num_trained_steps"] == 1
+  assert first["first_anchor_kl"] < 1e-8 < first["anchor_kl"]
+  assert second["first_anchor_kl"] > 0
+  for m in (first, second):
+    np.testing.assert_allclose(
+        m["loss"], m["policy_loss"] + 0.1 * m["kl"] + 0.1 * m["anchor_kl"],
+        rtol=1e-5, atol=1e-9)
 
 
 def test_compiled_once(result):

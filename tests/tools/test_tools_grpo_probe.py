@@ -108,7 +108,7 @@ shift = probe.mean_shift(params, batch, jax.random.PRNGKey(9), [0.0, 0.0, 0.5])
 out["shift"] = tolist(shift)
 # 7. Fit step 0's means to their shift (η = 0.5), scored after 1 and 5 updates.
 targets = probe.shift_targets(params, batch, jax.random.PRNGKey(10), 0.5)
-fit = probe.fit_shift(params, targets, [1, 5], 3e-4)
+fit = probe.fit_shift(params, targets, [1, 5], 1e-4)
 out["fit"] = {
     "loss0": float(probe._fit_loss_jit(params, targets)),
     "valid_fraction": float(np.mean(np.asarray(targets.mask))),
@@ -128,7 +128,7 @@ def results(tmp_path_factory):
       [str(_HERE.parent / "grpo"), str(_REPO), env.get("PYTHONPATH", "")])
   proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], env=env,
                         cwd=_REPO, capture_output=True, text=True,
-                        timeout=300, check=False)
+                        timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return json.loads(path.read_text())
 
