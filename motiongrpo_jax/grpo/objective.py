@@ -10,8 +10,9 @@ pattern, so sampling and training cannot drift):
 with the squared norm reduced like the log-probs (sum over the frame and
 state dims of valid frames, or their mean; `SamplerConfig.log_prob_reduction`)
 and μ_ref the reference policy's mean (the frozen base, or the policy that
-drew the rollouts: `ObjectiveConfig.kl_reference`). Trained steps are those with σ > 0
-(all of them by default, or a random subset per iteration). Each step's
+drew the rollouts: `ObjectiveConfig.kl_reference`). Trained steps are those
+with σ > 0 (all of them by default, or a random subset per iteration); an
+optional anchor adds the same KL at a few untrained steps. Each step's
 network call is rematerialised (`jax.checkpoint`), so the backward pass keeps
 one step's activations at a time: memory is flat in the number of trained
 steps.
@@ -39,8 +40,9 @@ class ObjectiveConfig:
   # The KL's reference: "base", the frozen base policy (an anchor against
   # drift: β ≥ 1 holds the policy at the base, README); "old", the policy
   # that drew the iteration's rollouts (a trust region per batch: over
-  # several updates the mean converges to μ_old + σ·mean(A·ε)/β, the
-  # natural-gradient step in the policy's own metric).
+  # several updates the mean of members sharing x_T converges to
+  # μ_old + σ·mean(A·ε)/β, the natural-gradient step in the policy's own
+  # metric).
   kl_reference: Literal["base", "old"] = "base"
   # Steps eligible for training: the first `train_window` steps with σ > 0
   # (the noisiest, where the sample is decided; 0 or more than there are:

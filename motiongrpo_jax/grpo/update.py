@@ -24,7 +24,8 @@ epoch holds the examples whose global index is ≡ j (mod num_minibatches), so
 the N-device step equals the 1-device step for the same global batch.
 
 Randomness (iteration key k = fold_in(rng, step)): k_sample, k_steps,
-k_order = split(k, 3).
+k_order = split(k, 3); the anchored steps (`objective.anchor_beta`) from
+fold_in(k_steps, 1).
 """
 
 from __future__ import annotations
