@@ -6,7 +6,7 @@
         [--resample_draws=M] [--num_eval_batches=E] [--sections=…] \
         [--ascent_steps=α …] [--ascent_directions=…] [--ascent_sets=…] \
         [--shift_steps=η …] [--fit_shift=η] [--fit_updates=n …] \
-        [--fit_learning_rates=lr …]
+        [--fit_learning_rates=lr …] [--fit_anchor=β]
 
 Loads the base policy (`config.init_checkpoint`, as `modes/grpo`), the data
 (`train/inputs.data_dir_of`: `data.data_dir`, else the checkpoint's `data/`),
@@ -102,6 +102,9 @@ and measures, with the config's group / sampler / reward options
    targets together, on the batch left out ("pooled", >= 2 batches). Per
    count: the changes of reward and MPJPE vs θ, ‖θ' − θ‖ ("distance") and
    the share of θ's loss removed ("fit_fraction", 1 − loss/loss at θ).
+   With `--fit_anchor` β > 0 the fit also pays β × the KL to θ at 4 of
+   the untrained steps (σ > 0) per update, in turn, on one rollout of θ
+   per sequence: whether holding the other steps lets step 0's fit help.
 
 The report is ONE JSON line on stdout (also written to `--output`): the
 sections above (`steps`: one entry per sampler step, gradient fields only on
@@ -207,6 +210,7 @@ class FitTargets(NamedTuple):
   T_world_cpf: jax.Array  # shape [B, L, 7]
   T_cpf_tm1_cpf_t: jax.Array  # shape [B, L, 7]
   mask: jax.Array  # shape [B, L]
+  xs: jax.Array  # shape [B, S+1, L, d] one rollout of θ (the anchor's states)
 
 
 def _sequence_keys(key: jax.Array, num: int) -> jax.Array:
@@ -594,9 +598,13 @@ class Probe:
     condition = update.clean_condition(batch)
     x_T = est[0, :, 0]
     mean, c = self._step0_mean(params, x_T, condition, mask)
+    states = sampler_lib.rollout(self.apply_fn, params, condition,
+                                 noise=est[:, :, 0], mask=mask,
+                                 config=self.sampler).xs
     return FitTargets(x_T=x_T, target=mean + eta * c.sigma * u,
                       T_world_cpf=condition.T_world_cpf,
-                      T_cpf_tm1_cpf_t=condition.T_cpf_tm1_cpf_t, mask=mask)
+                      T_cpf_tm1_cpf_t=condition.T_cpf_tm1_cpf_t, mask=mask,
+                      xs=jnp.swapaxes(states, 0, 1))
 
   def shift_targets(self, params, batch, key, eta: float) -> FitTargets:
     """Step 0's means of one x_T per sequence, moved by η·σ0·u along their
@@ -604,36 +612,56 @@ class Probe:
     return self._shift_targets(params, batch, key, jnp.float32(eta),
                                self.critic_params)
 
-  def _fit_loss(self, params, targets: FitTargets):
-    """Mean over valid scalars of (μ0_θ − target)²/σ0²."""
+  def _fit_loss(self, params, targets: FitTargets, anchor=None,
+                ref_params=None, anchor_beta=0.0):
+    """Mean over valid scalars of (μ0_θ − target)²/σ0²; with `anchor` (K,)
+    steps, plus anchor_beta × the mean KL to `ref_params` at those steps of
+    the targets' rollouts (`objective.rescore_steps`, as GRPO's anchor)."""
     condition = sampler_lib.Condition(targets.T_world_cpf,
                                       targets.T_cpf_tm1_cpf_t)
     mean, c = self._step0_mean(params, targets.x_T, condition, targets.mask)
     sq = jnp.square(mean - targets.target) * c.inv_var
     valid = targets.mask[..., None]
     count = jnp.maximum(jnp.sum(valid), 1) * mean.shape[-1]
-    return jnp.sum(jnp.where(valid, sq, 0.0)) / count
+    loss = jnp.sum(jnp.where(valid, sq, 0.0)) / count
+    if anchor is not None:
+      _, kl = objective.rescore_steps(self.apply_fn, params, ref_params,
+                                      targets.xs, condition, targets.mask,
+                                      anchor, self.sampler)
+      loss = loss + anchor_beta * jnp.mean(kl)
+    return loss
 
-  def _fit_update_fn(self, params, opt_state, targets, learning_rate):
-    loss, grads = jax.value_and_grad(self._fit_loss)(params, targets)
+  def _fit_update_fn(self, params, opt_state, targets, learning_rate, anchor,
+                     ref_params, anchor_beta):
+    loss, grads = jax.value_and_grad(self._fit_loss)(
+        params, targets, anchor, ref_params, anchor_beta)
     updates, opt_state = optax.scale_by_adam().update(grads, opt_state)
     params = optax.apply_updates(
         params, jax.tree.map(lambda u: -learning_rate * u, updates))
     return params, opt_state, loss
 
   def fit_shift(self, params, targets: FitTargets, updates: Sequence[int],
-                learning_rate: float) -> list[dict[str, Any]]:
-    """Adam on `_fit_loss` from θ; after each count in `updates` (ascending):
-    {"updates", "delta" (flat θ' − θ), "distance" ‖θ' − θ‖, "fit_fraction"
-    1 − loss/loss(θ), the share of θ's loss removed}."""
+                learning_rate: float, anchor_beta: float = 0.0,
+                anchor_steps: int = 4) -> list[dict[str, Any]]:
+    """Adam on `_fit_loss` from θ (with anchor_beta > 0, update n anchors
+    `anchor_steps` of the untrained steps, in turn); after each count in
+    `updates` (ascending): {"updates", "delta" (flat θ' − θ), "distance"
+    ‖θ' − θ‖, "fit_fraction" 1 − loss/loss(θ) of the step-0 term, the share
+    of θ's loss removed}."""
     flat0 = ravel_pytree(params)[0]
     opt_state = optax.scale_by_adam().init(params)
-    lr = jnp.float32(learning_rate)
+    lr, beta = jnp.float32(learning_rate), jnp.float32(anchor_beta)
+    candidates = objective.anchor_candidates(self.sampler, 1)
     loss0 = float(self._fit_loss_jit(params, targets))
     out, current = [], params
     for n in range(1, max(updates) + 1):
+      anchor = None
+      if anchor_beta > 0:
+        first = (n - 1) * anchor_steps
+        anchor = jnp.asarray(candidates[(first + np.arange(anchor_steps))
+                                        % candidates.size])
       current, opt_state, _ = self._fit_update(current, opt_state, targets,
-                                               lr)
+                                               lr, anchor, params, beta)
       if n in updates:
         delta = ravel_pytree(current)[0] - flat0
         loss = float(self._fit_loss_jit(current, targets))
@@ -879,7 +907,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
         shift_steps: Sequence[float] = (0.1, 0.4), fit_shift: float = 0.4,
         fit_updates: Sequence[int] = (10, 30, 100),
         fit_learning_rates: Sequence[float] = (1e-5,),
-        data_workdir: str = "",
+        fit_anchor: float = 0.0, data_workdir: str = "",
         log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
   """Loads the base policy and data of a grpo config and runs the probe.
 
@@ -897,6 +925,7 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
     fit_shift: the η of section 7's targets.
     fit_updates: after how many Adam updates section 7 scores the fit.
     fit_learning_rates: the Adam learning rates of section 7.
+    fit_anchor: β of section 7's anchor on the untrained steps (0: none).
     data_workdir: where `WORKDIR/data` is looked for / built when neither
       `data.data_dir` nor the checkpoint's `data/` holds a dataset (default:
       the checkpoint directory).
@@ -926,14 +955,16 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
                      f"more η > 0")
   if num_batches < 1:
     raise ValueError(f"--num_batches={num_batches}: expected >= 1")
-  if "fit" in sections and (fit_shift <= 0 or not fit_updates
+  if "fit" in sections and (fit_shift <= 0 or fit_anchor < 0
+                            or not fit_updates
                             or min(fit_updates) < 1
                             or not fit_learning_rates
                             or min(fit_learning_rates) <= 0):
     raise ValueError(f"--fit_shift={fit_shift}, --fit_updates="
                      f"{list(fit_updates)}, --fit_learning_rates="
-                     f"{list(fit_learning_rates)}: expected η > 0, counts "
-                     ">= 1 and learning rates > 0")
+                     f"{list(fit_learning_rates)}, --fit_anchor={fit_anchor}:"
+                     " expected η > 0, counts >= 1, learning rates > 0 and "
+                     "an anchor >= 0")
   for flag, given, allowed in (("ascent_directions", ascent_directions,
                                 ASCENT_DIRECTIONS),
                                ("ascent_sets", ascent_sets, ASCENT_SETS)):
@@ -1116,13 +1147,14 @@ def run(config, *, num_batches: int = 2, resample_draws: int = 4,
           *[t for i, t in enumerate(targets) if i != j]))
                for j in range(len(batches))]
     report["fit"] = {"shift": fit_shift, "updates": list(fit_updates),
+                     "anchor": fit_anchor,
                      "base_reward": float(np.mean([r for r, _ in base_values])),
                      "base_mpjpe": float(np.mean([m for _, m in base_values]))}
     for lr in fit_learning_rates:
       changes = {n: {name: [] for name in FIT_SETS} for n in fit_updates}
       for j, name, fit_targets in fits:
         for entry in probe.fit_shift(params, fit_targets, sorted(fit_updates),
-                                     lr):
+                                     lr, fit_anchor):
           r, m = probe.moved_rewards(params, entry["delta"], 1.0, batches[j],
                                      keys[j])
           changes[entry["updates"]][name].append({
@@ -1158,6 +1190,7 @@ def main(argv: Sequence[str]) -> None:
                ascent_sets=f.ascent_sets, shift_steps=f.shift_steps,
                fit_shift=f.fit_shift, fit_updates=f.fit_updates,
                fit_learning_rates=f.fit_learning_rates,
+               fit_anchor=f.fit_anchor,
                sections=[s.strip() for s in f.sections.split(",") if s.strip()],
                data_workdir=f.data_workdir, log=logging.info)
   line = json.dumps(report, sort_keys=True)
@@ -1201,6 +1234,9 @@ def _define_flags() -> None:
                              "(repeat for several).")
   flags.DEFINE_multi_float("fit_learning_rates", [1e-5], "Adam learning "
                            "rates of the fit section (repeat for several).")
+  flags.DEFINE_float("fit_anchor", 0.0, "β of the fit section's KL anchor "
+                     "on the untrained steps of the targets' rollouts (4 of "
+                     "them per update, in turn; 0: none).")
   flags.DEFINE_string("sections", ",".join(SECTIONS),
                       f"Comma-separated subset of {SECTIONS}.")
   flags.DEFINE_string("data_workdir", "", "Where WORKDIR/data is looked for "

@@ -116,6 +116,11 @@ out["fit"] = {
     "delta_norms": [float(jnp.linalg.norm(e["delta"])) for e in fit],
     "moved": [probe.moved_rewards(params, e["delta"], 1.0, batch, key)
               for e in fit]}
+anchored = probe.fit_shift(params, targets, [1, 5], 1e-4, anchor_beta=1.0,
+                           anchor_steps=1)
+out["fit"]["anchored"] = [{k: v for k, v in e.items() if k != "delta"}
+                          for e in anchored]
+out["fit"]["states_shape"] = list(targets.xs.shape)
 json.dump(grpo_probe._finite(out), open(sys.argv[1], "w"))
 """
 
@@ -301,6 +306,13 @@ def test_fit_shift(results):
                              [first["distance"], fifth["distance"]])
   for moved in fit["moved"]:
     assert moved != results["moved"]["zero"]
+  # One rollout per sequence, x_T … x_0, holds the anchor's states; with the
+  # anchor (β 1 on step 1, the tiny schedule's other σ > 0 step) the same
+  # updates land elsewhere and still start from θ.
+  assert fit["states_shape"][1] == 4  # 3 steps + x_T
+  for plain, anchored in zip(fit["entries"], fit["anchored"]):
+    assert anchored["distance"] != plain["distance"]
+    assert anchored["distance"] > 0
 
 
 def test_summarize_shift_by_hand():
