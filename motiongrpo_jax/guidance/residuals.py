@@ -11,12 +11,15 @@ EgoAllo's `guidance_optimizer_jax.py` terms, written on our body models):
   smooth_corr    w·log((q_t⁻¹q⁰_t)⁻¹ (q_{t+1}⁻¹q⁰_{t+1}))  the correction's change
   smooth_rot     w·log(q_t⁻¹ q_{t+1})
   smooth_vel     w·log((q_t⁻¹q_{t+1})⁻¹ (q_{t+1}⁻¹q_{t+2}))
-  skate          w·c_t·(p_t − p_{t+1})   foot joints, c the sample's contacts
+  skate          w·c̄_t·(p_t − p_{t+1})  foot joints, c̄_t = (c_t + c_{t+1})/2 of
+                                        the sample's contacts, unclipped
   wrist_pos      w·m_t·(p_t − p̄_t)       wrists, p̄ the Aria wrist estimates
   wrist_rot      w·m'_t·log(R_t⁻¹ R̄_t)   m' its own mask: MPS estimates have
                                         positions but no wrist orientation
 
 (p world joint positions, t frames; residuals of invalid frames are zeroed.)
+As in EgoAllo, the body is posed with one shape per window: the sample's betas
+averaged over its valid frames.
 """
 
 from __future__ import annotations
@@ -121,8 +124,9 @@ class Problem(NamedTuple):
 
   Attributes:
     body_quats: (L, 21, 4) the sample's local body rotations q⁰, `wxyz`.
-    betas: (L, 16) the sample's shape.
-    contacts: (L, 4) the sample's contacts of `FOOT_JOINTS`, in [0, 1].
+    betas: (L, 16) the window's shape: the sample's mean over valid frames.
+    contacts: (L − 1, 4) the contacts of `FOOT_JOINTS` per frame pair,
+      (c_t + c_{t+1})/2 of the sample's (raw network values, unclipped).
     T_world_cpf: (L, 7) the device's CPF poses.
     torso: (L, 5, 3) the sample's torso joints in the world.
     mask: (L,) valid frames.
@@ -173,8 +177,12 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
     The problem.
   """
   length = body_quats.shape[0]
+  mask = jnp.ones((length,), bool) if mask is None else mask
+  weights = mask.astype(jnp.float32)[:, None]
+  mean_betas = jnp.sum(betas * weights, 0) / jnp.maximum(jnp.sum(weights), 1)
+  betas = jnp.broadcast_to(mean_betas, betas.shape)
   joints = posed_joints(body_quats, betas, T_world_cpf, body)
-  feet = jnp.array(FOOT_JOINTS) - 1  # contacts skip the pelvis
+  feet = contacts[:, jnp.array(FOOT_JOINTS) - 1]  # contacts skip the pelvis
   if wrists is None:
     wrists = jnp.broadcast_to(jaxlie.SE3.identity().wxyz_xyz, (length, 2, 7))
     wrist_mask = jnp.zeros((length, 2), bool)
@@ -184,10 +192,10 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
     wrist_rot_mask = wrist_mask
   return Problem(
       body_quats=body_quats, betas=betas,
-      contacts=jnp.clip(contacts[:, feet], 0.0, 1.0),
+      contacts=0.5 * (feet[:-1] + feet[1:]),
       T_world_cpf=T_world_cpf,
       torso=jax.lax.stop_gradient(joints[:, jnp.array(TORSO_JOINTS), 4:]),
-      mask=jnp.ones((length,), bool) if mask is None else mask,
+      mask=mask,
       wrists=wrists, wrist_mask=wrist_mask, wrist_rot_mask=wrist_rot_mask)
 
 
@@ -233,7 +241,7 @@ def residuals(delta: jax.Array, problem: Problem,
       "smooth_vel": config.weight_smooth_vel * frames(
           step(relative).log(), triple),
       "skate": config.weight_skate * frames(
-          problem.contacts[:-1, :, None] * (pos[:-1, feet] - pos[1:, feet]),
+          problem.contacts[:, :, None] * (pos[:-1, feet] - pos[1:, feet]),
           pair),
   }
   if config.mode == "aria_wrist_only":

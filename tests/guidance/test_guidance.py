@@ -66,6 +66,41 @@ def test_skating_is_contact_times_foot_step():
     np.testing.assert_allclose(terms[name], 0.0, atol=ATOL, err_msg=name)
 
 
+def test_skating_weighs_each_frame_pair_by_its_mean_contact():
+  """EgoAllo's weight of the pair (t, t+1) is (c_t + c_{t+1})/2 of the raw
+  contacts, unclipped: contacts 0, 1, 0, 1.5, −0.5, 0 give 0.5, 0.5, 0.75,
+  0.5, −0.25 on the same 1 cm glide."""
+  quats = jnp.broadcast_to(_pose(), (L, 21, 4))
+  raw = jnp.array([0.0, 1.0, 0.0, 1.5, -0.5, 0.0])
+  contacts = jnp.zeros((L, 21)).at[:, residuals.FOOT_JOINTS[0] - 1].set(raw)
+  problem = _problem(quats, _walk(0.01), contacts)
+  terms = residuals.residuals(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
+  expected = np.zeros((L - 1, 4, 3), np.float32)
+  expected[:, 0, 0] = 30.0 * np.array([0.5, 0.5, 0.75, 0.5, -0.25]) * -0.01
+  np.testing.assert_allclose(terms["skate"], expected, atol=ATOL)
+
+
+def test_the_body_is_posed_with_the_mean_shape_of_valid_frames():
+  """Betas that change per frame pose the body as their mean over the valid
+  frames (EgoAllo's one shape per window): the same residuals as constant
+  mean betas, and an invalid frame's betas do not count."""
+  quats = jnp.broadcast_to(_pose(), (L, 21, 4))
+  mean = 0.5 * jax.random.normal(jax.random.PRNGKey(1), (16,))
+  wobble = 0.3 * jnp.array([1.0, -1.0, 1.0, -1.0, 0.0, 0.0])[:, None]
+  betas = mean + wobble * jnp.ones(16)
+  mask = jnp.arange(L) < 5
+  betas = betas.at[5].set(100.0)  # an invalid frame: ignored
+  delta = 0.05 * jax.random.normal(jax.random.PRNGKey(2), (L, 21, 3))
+  def terms(b):
+    problem = residuals.make_problem(quats, b, jnp.ones((L, 21)), _walk(0.01),
+                                     BODY, mask)
+    return residuals.residuals(delta, problem, BODY, CONFIG)
+  varying, constant = terms(betas), terms(jnp.broadcast_to(mean, (L, 16)))
+  for name in varying:
+    np.testing.assert_allclose(varying[name], constant[name], atol=ATOL,
+                               err_msg=name)
+
+
 def test_rotation_terms_by_hand():
   """Joint 3 turning 0.1 rad per frame about x; a correction δ on one frame.
 
