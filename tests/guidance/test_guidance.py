@@ -67,16 +67,16 @@ def test_skating_is_contact_times_foot_step():
 
 
 def test_skating_weighs_each_frame_pair_by_its_mean_contact():
-  """EgoAllo's weight of the pair (t, t+1) is (c_t + c_{t+1})/2 of the raw
-  contacts, unclipped: contacts 0, 1, 0, 1.5, −0.5, 0 give 0.5, 0.5, 0.75,
-  0.5, −0.25 on the same 1 cm glide."""
+  """EgoAllo's weight of the pair (t, t+1), (c_t + c_{t+1})/2, of contacts
+  clipped to [0, 1]: contacts 0, 1, 0.5, 1.5, −0.5, 0 give 0.5, 0.75, 0.75,
+  0.5, 0 on the same 1 cm glide."""
   quats = jnp.broadcast_to(_pose(), (L, 21, 4))
-  raw = jnp.array([0.0, 1.0, 0.0, 1.5, -0.5, 0.0])
+  raw = jnp.array([0.0, 1.0, 0.5, 1.5, -0.5, 0.0])
   contacts = jnp.zeros((L, 21)).at[:, residuals.FOOT_JOINTS[0] - 1].set(raw)
   problem = _problem(quats, _walk(0.01), contacts)
   terms = residuals.residuals(jnp.zeros((L, 21, 3)), problem, BODY, CONFIG)
   expected = np.zeros((L - 1, 4, 3), np.float32)
-  expected[:, 0, 0] = 30.0 * np.array([0.5, 0.5, 0.75, 0.5, -0.25]) * -0.01
+  expected[:, 0, 0] = 30.0 * np.array([0.5, 0.75, 0.75, 0.5, 0.0]) * -0.01
   np.testing.assert_allclose(terms["skate"], expected, atol=ATOL)
 
 
