@@ -71,6 +71,13 @@ class ObjectiveConfig:
   # variance of the eligible steps unchanged).
   step_weighting: Literal["none", "score"] = "score"
 
+  @property
+  def needs_base_params(self) -> bool:
+    """Whether the update needs the frozen base policy's parameters: a KL
+    or an anchor whose reference is the base."""
+    return ((self.kl_beta > 0 or self.anchor_beta > 0)
+            and self.kl_reference == "base")
+
   def validate(self, num_trainable: int | None = None) -> "ObjectiveConfig":
     """Raises ValueError naming the option for an impossible value."""
     if not 0 < self.clip_range < 1:

@@ -375,7 +375,6 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   if config.reward.weight_vis != 0 and score_fn is None:
     raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
                      "(config.critic_checkpoint)")
-  use_ref = config.objective.kl_beta > 0 or config.objective.anchor_beta > 0
   kl_to_old = config.objective.kl_reference == "old"
   trainable = objective.trainable_steps(config.sampler,
                                        config.objective.train_window)
@@ -426,7 +425,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   validated: set[int] = set()
 
   def step(state, batch, ref_params=None, critic_params=None):
-    if use_ref and not kl_to_old and ref_params is None:
+    if config.objective.needs_base_params and ref_params is None:
       raise ValueError("grpo: objective.kl_beta or anchor_beta > 0 needs "
                        "ref_params (the frozen base policy)")
     batch = {k: batch[k] for k in BATCH_FIELDS}

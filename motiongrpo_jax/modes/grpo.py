@@ -290,10 +290,8 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
       jax.eval_shape(abstract_params))
   base_params = checkpoints.load_params(base, target)
-  uses_base = (static.objective.kl_beta > 0
-               or static.objective.anchor_beta > 0)
-  ref_params = (base_params if uses_base
-                and static.objective.kl_reference == "base" else None)
+  ref_params = (base_params if static.objective.needs_base_params
+                else None)
 
   total_updates = (config.train.num_steps * config.iteration.num_epochs
                    * config.iteration.num_minibatches)
