@@ -119,7 +119,8 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
               b1: float = 0.9, b2: float = 0.999,
               eps: float = 1e-8,
               ema_decay: float = 0.0,
-              schedule: str = "constant") -> ml_collections.ConfigDict:
+              schedule: str = "constant",
+              trainable: str = "") -> ml_collections.ConfigDict:
   """The optimiser section: AdamW after grad-norm clipping (`train/state.py`).
 
   Args:
@@ -132,6 +133,7 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
     eps: Adam's epsilon.
     ema_decay: decay of the parameters' moving average (0: none).
     schedule: the learning rate after warm-up, "constant" or "cosine".
+    trainable: regex of the parameters trained ("" = all).
 
   Returns:
     The section.
@@ -155,6 +157,9 @@ def optimizer(*, learning_rate: float, warmup_steps: int,
   # Keep an exponential moving average of the parameters with this decay
   # (0: none); evaluations that know of it (GRPO's) score the average.
   section.ema_decay = ema_decay
+  # Train only the parameters whose path ("decoder_layers_0/mlp0/kernel")
+  # matches this regex (re.search); the others stay as loaded. "" = all.
+  section.trainable = trainable
   return section
 
 

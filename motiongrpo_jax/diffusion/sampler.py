@@ -99,6 +99,12 @@ class SamplerConfig:
   # How U·Vᵀ is computed: "svd" (EgoAllo's) or "polar" (Newton iteration:
   # the same matrix to ~1e-6, ~10× faster than batched 3×3 SVDs on CPU).
   rotation_projection: Literal["svd", "polar"] = "svd"
+  # From this step on the network runs every other step, ending with the
+  # last (whose x̂0 is the sample); the steps between reuse the x̂0 before
+  # them (late steps barely change x̂0; fast mode's saving, its accuracy cost
+  # in README). 0: every step runs the network. Not for GRPO rollouts, whose
+  # re-scoring needs each step's own x̂0.
+  reuse_x0_from: int = 0
   # "sum" over valid frames and state dims, or "mean" (divides by n; scales
   # the effective learning rate by 1/n, see the module docstring).
   log_prob_reduction: Literal["sum", "mean"] = "sum"
@@ -131,6 +137,9 @@ class SamplerConfig:
     if not 0 <= self.overlap < self.window_size:
       raise ValueError(f"SamplerConfig: need 0 ≤ overlap < window_size, got "
                        f"{self.overlap}, {self.window_size}")
+    if not 0 <= self.reuse_x0_from < self.num_steps:
+      raise ValueError(f"SamplerConfig.reuse_x0_from must be in [0, "
+                       f"{self.num_steps}), got {self.reuse_x0_from}")
     # Every step's σ must fit its schedule (EgoAllo's update needs >= 26).
     step_coefficients(self)
     return self
@@ -242,6 +251,15 @@ def step_coefficients(config: SamplerConfig) -> schedule_lib.StepCoefficients:
   return dataclasses.replace(coeffs, **{
       f.name: np.where(first, getattr(explore, f.name), getattr(coeffs, f.name))
       for f in dataclasses.fields(coeffs)})
+
+
+def network_steps(config: SamplerConfig) -> np.ndarray:
+  """(S,) bool: the steps that run the network (the others reuse the last
+  x̂0; `SamplerConfig.reuse_x0_from`)."""
+  k = np.arange(config.num_steps)
+  if not config.reuse_x0_from:
+    return np.ones_like(k, bool)
+  return (k < config.reuse_x0_from) | ((config.num_steps - 1 - k) % 2 == 0)
 
 
 def step_constants(config: SamplerConfig) -> StepConstants:
@@ -441,7 +459,9 @@ def rollout(
   Randomness: with `key`, x_T ~ N(0, I) from fold_in(key, 0) and step k's ε
   from fold_in(key, k+1); with `noise` (S+1, B, L, d), noise[0] is x_T and
   noise[k+1] step k's ε (EgoAllo's golden replay). `x_init` overrides x_T
-  (e.g. initial noise shared within a GRPO group).
+  (e.g. initial noise shared within a GRPO group). Steps that
+  `network_steps` marks False (`config.reuse_x0_from`) skip the network and
+  take the previous step's (guided) x̂0.
 
   Args:
     apply_fn: the network (see `ApplyFn`); bind it statically when jitting.
@@ -484,26 +504,36 @@ def rollout(
     raise ValueError(f"rollout: x_T has shape {x_init.shape}, expected "
                      f"{(batch, seq_len, dim)} from the condition")
 
-  def body(x_t, inputs):
-    index, step_consts, step_noise = inputs
+  fresh = network_steps(config)
+
+  def predict(x_t, t, index):
+    x0 = predict_x0(apply_fn, params, x_t, t, condition, mask, config)
+    return x0 if x0_guide is None else x0_guide(x0, index)
+
+  def body(carry, inputs):
+    x_t, x0_last = carry
+    index, step_consts, step_noise, run_network = inputs
     step_key = None
     if step_noise is None:
       step_key = jax.random.fold_in(key, index + 1)
-    x0 = None
-    if x0_guide is not None:
-      x0 = x0_guide(predict_x0(apply_fn, params, x_t, step_consts.t,
-                               condition, mask, config), index)
+    if fresh.all():
+      x0 = predict(x_t, step_consts.t, index)
+    else:
+      x0 = jax.lax.cond(run_network, predict, lambda *_: x0_last, x_t,
+                        step_consts.t, index)
     out = sampler_step(apply_fn, params, x_t, step_consts, condition,
                        noise=step_noise, key=step_key, mask=mask, config=config,
                        x0=x0)
     ys = (out.x_next, out.log_prob,
           out.mean if config.return_means else None,
           out.x0 if config.return_x0 else None)
-    return out.x_next, ys
+    return (out.x_next, x0), ys
 
   step_noise = None if noise is None else noise[1:]
-  inputs = (jnp.arange(num_steps, dtype=jnp.int32), consts, step_noise)
-  _, (x_next, log_probs, means, x0s) = jax.lax.scan(body, x_init, inputs)
+  inputs = (jnp.arange(num_steps, dtype=jnp.int32), consts, step_noise,
+            jnp.asarray(fresh))
+  _, (x_next, log_probs, means, x0s) = jax.lax.scan(
+      body, (x_init, jnp.zeros_like(x_init)), inputs)
   xs = jnp.concatenate([x_init[None], x_next], axis=0)
   return RolloutOutput(xs=xs, log_probs=log_probs, means=means, x0_preds=x0s,
                        stds=consts.sigma, trainable=consts.sigma > 0,

@@ -104,6 +104,9 @@ class UpdateConfig:
     """
     self.group.validate()
     self.sampler.validate()
+    if self.sampler.reuse_x0_from:
+      raise ValueError("sampler.reuse_x0_from must be 0 in GRPO: re-scoring "
+                       "a step needs that step's own x̂0")
     self.reward.validate()
     self.objective.validate(len(objective.trainable_steps(self.sampler)))
     for name in ("num_epochs", "num_minibatches", "num_microbatches"):

@@ -41,9 +41,12 @@ monotonic over the process).
     fp32; kernels are stored in bf16 once), non-redundant windows (a window
     that adds no new frame is skipped: L = 128 runs one 129-token forward per
     step instead of two) and the Newton polar projection instead of batched
-    3×3 SVDs (the same matrix to ~1e-6). `--accuracy` reports its deviation
-    from exact with the same params and noise.
-  * bf16, windows, polar: each part of fast alone.
+    3×3 SVDs (the same matrix to ~1e-6), and from step 10 on the network
+    runs every other step, the steps between reusing its x̂0 (20 forwards
+    instead of 30). `--accuracy` reports its deviation from exact with the
+    same params and noise.
+  * fast_fp32: fast without bf16 (what fast runs where the probe rejects it).
+  * bf16, windows, polar, reuse: each part of fast alone.
 """
 
 from __future__ import annotations

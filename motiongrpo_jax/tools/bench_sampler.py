@@ -38,8 +38,10 @@ def _sampler_arguments(parser: argparse.ArgumentParser) -> None:
                       help="frames L (the head trajectory has L+1 poses).")
   parser.add_argument("--mode", choices=tuple(SAMPLER_MODES), default="exact",
                       help="exact | fast (bf16 matmuls where this backend runs "
-                      "them faster, non-redundant windows, polar projection)"
-                      " | bf16 | windows | polar (each part of fast alone).")
+                      "them faster, non-redundant windows, polar projection, "
+                      "x̂0 reused on every other late step) | fast_fp32 (fast "
+                      "without bf16) | bf16 | windows | polar | reuse (each "
+                      "part of fast alone).")
   parser.add_argument("--hands", type=int, choices=(0, 1), default=1,
                       help="model with hands (d = 496) or without (226).")
   parser.add_argument("--repeats", type=int, default=3)
@@ -101,7 +103,8 @@ def _sampler_program(model, config, batch, seq_len, params, cond):
   x = jnp.zeros((batch, seq_len, dim), jnp.float32)
   step_flops = float(step.lower(params, x, cond).cost_analysis()["flops"])
   rollout_flops = bench_lib.compiled_flops(compiled)
-  num_steps = config.num_steps
+  # Steps that run the network (x̂0 reuse skips the others' forward).
+  num_steps = int(sampler.network_steps(config).sum())
   if rollout_flops < 1.5 * step_flops:
     total_flops = rollout_flops * num_steps
   else:
@@ -109,16 +112,26 @@ def _sampler_program(model, config, batch, seq_len, params, cond):
   return compiled, total_flops, compile_s
 
 
+# fast mode's `SamplerConfig.reuse_x0_from`: the network skips every other
+# step from here on. Its accuracy cost on a trained checkpoint is in README.
+FAST_REUSE_X0_FROM = 10
+
 # mode -> (matmul dtype, sampler options). "auto": `model/precision.py`'s
 # probe picks bf16 only where this backend runs it clearly faster.
 SAMPLER_MODES = {
     "exact": ("float32", {}),
     "fast": ("auto", {"non_redundant_windows": True,
-                      "rotation_projection": "polar"}),
+                      "rotation_projection": "polar",
+                      "reuse_x0_from": FAST_REUSE_X0_FROM}),
+    # fast's savings without bf16: what fast runs where the probe rejects it.
+    "fast_fp32": ("float32", {"non_redundant_windows": True,
+                              "rotation_projection": "polar",
+                              "reuse_x0_from": FAST_REUSE_X0_FROM}),
     # The parts of "fast" alone, to attribute its speed and accuracy.
     "bf16": ("bfloat16", {}),
     "windows": ("float32", {"non_redundant_windows": True}),
     "polar": ("float32", {"rotation_projection": "polar"}),
+    "reuse": ("float32", {"reuse_x0_from": FAST_REUSE_X0_FROM}),
 }
 
 
@@ -189,6 +202,8 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
       "packed_dim": dim,
       "num_params": num_params,
       "num_steps": config.num_steps,
+      # Steps that run the network (fast mode reuses x̂0 on the others).
+      "network_steps": int(sampler.network_steps(config).sum()),
       "windows": [list(s) for s in windows.window_spans(
           seq_len, config.window_size, config.overlap,
           config.non_redundant_windows)],

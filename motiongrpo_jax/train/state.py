@@ -19,9 +19,11 @@ record the skip; the loop stops training after
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import re
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -155,13 +157,14 @@ def track_grad_cosine() -> optax.GradientTransformation:
 
 def make_optimizer(config: ml_collections.ConfigDict, total_updates: int = 0,
                    grad_cosine: bool = False) -> optax.GradientTransformation:
-  """Gradient clipping by global norm, AdamW with `make_schedule`, and the
-  parameters' moving average when `ema_decay` > 0.
+  """Gradient clipping by global norm, AdamW with `make_schedule` (on the
+  `trainable` parameters only, when given), and the parameters' moving
+  average when `ema_decay` > 0.
 
   Args:
     config: the optimiser config: `learning_rate`, `warmup_steps`,
       `weight_decay`, `grad_clip_norm` (<= 0 disables clipping), `b1`, `b2`,
-      `eps`, `ema_decay` (0: no average), `schedule`.
+      `eps`, `ema_decay` (0: no average), `schedule`, `trainable`.
     total_updates: the run's applied updates (`make_schedule`).
     grad_cosine: also track the cosine between successive raw gradients
       (`track_grad_cosine`; reported by `apply_gradients` as `grad_cosine`).
@@ -176,11 +179,34 @@ def make_optimizer(config: ml_collections.ConfigDict, total_updates: int = 0,
                        eps=config.eps, weight_decay=config.weight_decay)]
   if config.grad_clip_norm > 0:
     parts.insert(0, optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.trainable:
+    # Clipping and Adam see only the trained parameters.
+    parts = [optax.multi_transform(
+        {"trained": optax.chain(*parts), "frozen": optax.set_to_zero()},
+        trainable_labels(config.trainable))]
   if config.ema_decay > 0:
     parts.append(track_params_ema(config.ema_decay))
   if grad_cosine:
     parts.insert(0, track_grad_cosine())
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def trainable_labels(pattern: str) -> Callable[[Any], Any]:
+  """params -> the same tree of "trained" / "frozen": "trained" where the
+  '/'-joined path matches `pattern` (re.search); raises ValueError naming
+  `optimizer.trainable` when nothing matches."""
+  regex = re.compile(pattern)
+
+  def labels(params):
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    out = {path: "trained" if regex.search(path) else "frozen"
+           for path in flat}
+    if "trained" not in out.values():
+      raise ValueError(f"optimizer.trainable={pattern!r} matches no parameter "
+                       f"(paths look like {next(iter(flat), '')!r})")
+    return flax.traverse_util.unflatten_dict(out, sep="/")
+
+  return labels
 
 
 def averaged_params(state: TrainState) -> Any:

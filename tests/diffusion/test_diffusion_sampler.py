@@ -1,5 +1,6 @@
 """The sampler step: EgoAllo's update, windows and the Gaussian log-probs."""
 
+import dataclasses
 import math
 
 import chex
@@ -385,3 +386,42 @@ def test_a_constant_hook_by_hand():
            + c.sigma * eps0)
   assert max(np.abs(x_T).max(), np.abs(eps0).max()) < 5.5
   np.testing.assert_allclose(out.xs[1], step0, rtol=0, atol=8 * EPS * 5.5)
+
+
+# --- x̂0 reuse (fast mode): from step r on, the network runs every other step.
+
+
+def test_network_steps_by_hand():
+  """S = 30, reuse from 20: the network skips steps 20, 22, …, 28 (5 of 30);
+  the last step, whose x̂0 is the sample, always runs it."""
+  steps = sampler.network_steps(sampler.SamplerConfig(reuse_x0_from=20))
+  np.testing.assert_array_equal(np.flatnonzero(~steps), [20, 22, 24, 26, 28])
+  steps = sampler.network_steps(sampler.SamplerConfig(reuse_x0_from=21))
+  np.testing.assert_array_equal(np.flatnonzero(~steps), [22, 24, 26, 28])
+  assert sampler.network_steps(sampler.SamplerConfig()).all()
+  with pytest.raises(ValueError, match="reuse_x0_from"):
+    sampler.SamplerConfig(reuse_x0_from=30).validate()
+
+
+def test_reused_steps_take_the_previous_x0_and_the_others_their_own():
+  """5 DDIM steps, reuse from 1: steps 1 and 3 take steps 0's and 2's x̂0
+  (the same bits); steps 0, 2, 4 the network's x̂0 of their own state (the
+  same operations as a separate call: measured equal; the bound allows 4
+  ulps of |x̂0| < 1 for a compiler that fuses them differently)."""
+  params, _ = _hook_setup()
+  model = Denoiser(TINY)
+  cond = sampler.sampler_condition(_walk(2, 9), jnp.array([0.0, 0.1]))
+  config = dataclasses.replace(HOOK_SAMPLER, num_steps=5, reuse_x0_from=1)
+  out = jax.jit(lambda p, k: sampler.rollout(
+      sampler.model_apply_fn(model), p, cond, key=k, packed_dim=226,
+      config=config))(params, jax.random.key(1))
+  x0 = np.asarray(out.x0_preds)
+  np.testing.assert_array_equal(x0[1], x0[0])
+  np.testing.assert_array_equal(x0[3], x0[2])
+  consts = sampler.step_constants(config)
+  own = jax.jit(lambda p, x, t: sampler.predict_x0(
+      sampler.model_apply_fn(model), p, x, t, cond, None, config))
+  for k in (0, 2, 4):
+    np.testing.assert_allclose(x0[k], own(params, out.xs[k], consts.t[k]),
+                               rtol=0, atol=4 * EPS)
+  assert np.abs(x0[3] - own(params, out.xs[3], consts.t[3])).max() > 1e-3

@@ -51,7 +51,7 @@ def optimizer():
   return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
       learning_rate=1e-3, warmup_steps=0, weight_decay=0.0,
       grad_clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-3,
-      ema_decay=0.0, schedule="constant")))
+      ema_decay=0.0, schedule="constant", trainable="")))
 
 
 def params():

@@ -57,7 +57,7 @@ def run_training(config=CONFIG, iterations=ITERATIONS):
   tx = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
       learning_rate=2e-2, warmup_steps=0, weight_decay=0.0,
       grad_clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8,
-      ema_decay=0.0, schedule="constant")))
+      ema_decay=0.0, schedule="constant", trainable="")))
   state = mesh_lib.put_replicated(mesh, state_lib.create(
       {"b": identity}, tx, jax.random.PRNGKey(0)))
   step = update.make_train_step(apply_fn, tx, mesh, config,

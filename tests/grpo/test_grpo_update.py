@@ -242,3 +242,6 @@ def test_startup_errors():
   with pytest.raises(ValueError, match="critic"):
     tiny.make_step(mesh, dataclasses.replace(
         tiny.CONFIG, reward=rewards.RewardConfig(weight_vis=1.0)))
+  with pytest.raises(ValueError, match="sampler.reuse_x0_from"):
+    dataclasses.replace(tiny.CONFIG, sampler=dataclasses.replace(
+        tiny.CONFIG.sampler, reuse_x0_from=1)).validate()

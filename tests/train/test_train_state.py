@@ -21,7 +21,8 @@ def _adam_step_rtol(t, b2=0.999):
 def _opt_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       learning_rate=0.1, warmup_steps=2, weight_decay=0.01, grad_clip_norm=1.0,
-      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0, schedule="constant"))
+      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0, schedule="constant",
+      trainable=""))
   config.update(overrides)
   return config
 
@@ -192,3 +193,20 @@ def test_grad_cosine_by_hand():
     np.testing.assert_allclose(stats["grad_cosine"], cosine,
                                atol=4 * np.finfo(np.float32).eps)
     np.testing.assert_array_equal(state.params["a"], reference.params["a"])
+
+
+def test_trainable_parameters_only():
+  """optimizer.trainable = "emb": only `emb` moves, by the clipped AdamW step
+  of its own gradient (the frozen gradient [30, 40] is left out of the clip's
+  norm: emb's [3, 4] has norm 5 → clipped to [0.6, 0.8]; first Adam step
+  m̂/√v̂ = sign, lr 0.1, decay 0.01·p)."""
+  tx = state_lib.make_optimizer(_opt_config(warmup_steps=0, trainable="emb"))
+  params = {"emb": jnp.array([1.0, -1.0]), "dense": {"kernel": jnp.ones(2)}}
+  grads = {"emb": jnp.array([3.0, 4.0]), "dense": {"kernel": jnp.array(
+      [30.0, 40.0])}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(updates["dense"]["kernel"], [0.0, 0.0])
+  np.testing.assert_allclose(updates["emb"], [-0.1 - 0.001, -0.1 + 0.001],
+                             rtol=_adam_step_rtol(1) + 4 * EPS)
+  with pytest.raises(ValueError, match="optimizer.trainable='nothing'"):
+    state_lib.make_optimizer(_opt_config(trainable="nothing")).init(params)

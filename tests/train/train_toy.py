@@ -32,7 +32,8 @@ BATCH_SIZE = 8
 def optimizer_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       learning_rate=3e-2, warmup_steps=2, weight_decay=1e-4, grad_clip_norm=1.0,
-      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0, schedule="constant"))
+      b1=0.9, b2=0.999, eps=1e-8, ema_decay=0.0, schedule="constant",
+      trainable=""))
 
 
 def loop_config(**overrides) -> ml_collections.ConfigDict:
