@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from motiongrpo_jax.diffusion import sampler as sampler_lib
+from motiongrpo_jax.model import packing
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,11 @@ class ObjectiveConfig:
   # Untrained steps (σ > 0) the anchor scores per iteration: a random subset
   # of this many, drawn anew each iteration.
   anchor_steps: int = 2
+  # Packed fields the anchor holds (comma-separated, of "betas",
+  # "body_rotmats", "contacts", "hand_rotmats"); "" = all. "betas" holds the
+  # body size, which group-relative advantages cannot see and which drifts
+  # without an anchor (README, "What GRPO moves …").
+  anchor_fields: str = ""
   # Per-step weight w_k of the log-ratios. A step's score εᵀ∇μ/σ scales like
   # a_k/σ_k (a_k = the x̂0 coefficient of μ): 0.3 at EgoAllo's first step,
   # ~200 at its last, so unweighted ("none", the exact ratio) the low-noise
@@ -77,6 +84,11 @@ class ObjectiveConfig:
     or an anchor whose reference is the base."""
     return ((self.kl_beta > 0 or self.anchor_beta > 0)
             and self.kl_reference == "base")
+
+  @property
+  def anchor_field_names(self) -> tuple[str, ...]:
+    """The fields the anchor holds; () = all."""
+    return tuple(n.strip() for n in self.anchor_fields.split(",") if n.strip())
 
   def validate(self, num_trainable: int | None = None) -> "ObjectiveConfig":
     """Raises ValueError naming the option for an impossible value."""
@@ -101,6 +113,11 @@ class ObjectiveConfig:
             f"objective.anchor_steps={self.anchor_steps}: expected 1.."
             f"{untrained} (the steps with σ > 0 outside "
             f"objective.train_window={self.train_window})")
+    unknown = set(self.anchor_field_names) - set(packing.FIELD_SLICES)
+    if unknown:
+      raise ValueError(f"objective.anchor_fields={self.anchor_fields!r}: "
+                       f"unknown {sorted(unknown)}, expected names of "
+                       f"{tuple(packing.FIELD_SLICES)}")
     if self.step_weighting not in ("none", "score"):
       raise ValueError(f"objective.step_weighting={self.step_weighting!r}: "
                        "expected 'none' or 'score'")
@@ -186,7 +203,8 @@ def select_steps(key: jax.Array, trainable: np.ndarray,
 
 def gaussian_kl(mean: jax.Array, ref_mean: jax.Array,
                 constants: sampler_lib.StepConstants, mask: jax.Array | None,
-                reduction: str = "sum") -> jax.Array:
+                reduction: str = "sum", fields: tuple[str, ...] = ()
+                ) -> jax.Array:
   """KL(N(mean, σ²I) ‖ N(ref_mean, σ²I)) = ‖mean − ref_mean‖²/(2σ²).
 
   Reduced like `sampler.gaussian_log_prob`: summed over valid frames and state
@@ -198,10 +216,16 @@ def gaussian_kl(mean: jax.Array, ref_mean: jax.Array,
     constants: scalar step constants (uses inv_var = 1/σ²).
     mask: (B, L) valid frames, or None.
     reduction: "sum" or "mean".
+    fields: the packed fields it is taken over (`packing.FIELD_SLICES`);
+      () = all d.
 
   Returns:
     (B,) float32 KL.
   """
+  if fields:
+    pick = lambda x: jnp.concatenate(  # pylint: disable=unnecessary-lambda-assignment
+        [x[..., packing.FIELD_SLICES[f]] for f in fields], axis=-1)
+    mean, ref_mean = pick(mean), pick(ref_mean)
   sq = jnp.square(mean.astype(jnp.float32) - ref_mean.astype(jnp.float32))
   sq_sum, count = sampler_lib.masked_sum(sq, mask)
   return sampler_lib.reduce_per_step(0.5 * sq_sum * constants.inv_var, count,
@@ -212,7 +236,8 @@ def rescore_steps(apply_fn: sampler_lib.ApplyFn, params: Any,
                   ref_params: Any | None, xs: jax.Array,
                   condition: sampler_lib.Condition, mask: jax.Array | None,
                   steps: jax.Array, config: sampler_lib.SamplerConfig,
-                  remat: bool = True) -> tuple[jax.Array, jax.Array]:
+                  remat: bool = True, kl_fields: tuple[str, ...] = ()
+                  ) -> tuple[jax.Array, jax.Array]:
   """Log-probs (and KL to the reference) of stored transitions.
 
   One `lax.scan` over the chosen steps; each step calls
@@ -230,6 +255,7 @@ def rescore_steps(apply_fn: sampler_lib.ApplyFn, params: Any,
     steps: (K,) step indices to score.
     config: the rollout's sampler options.
     remat: rematerialise each step in the backward pass.
+    kl_fields: the packed fields the KL is taken over (() = all).
 
   Returns:
     log_probs (B, K) and kl (B, K) (zeros without `ref_params`).
@@ -249,7 +275,7 @@ def rescore_steps(apply_fn: sampler_lib.ApplyFn, params: Any,
                                    condition, x_next=x_next, mask=mask,
                                    config=config)
     kl = gaussian_kl(out.mean, jax.lax.stop_gradient(ref.mean), step_consts,
-                     mask, config.log_prob_reduction)
+                     mask, config.log_prob_reduction, kl_fields)
     return out.log_prob, kl
 
   if remat:

@@ -281,7 +281,8 @@ def objective_loss(apply_fn: sampler_lib.ApplyFn, config: UpdateConfig,
   if anchor is not None:
     _, anchor_kl = objective.rescore_steps(
         apply_fn, params, ref_params, ex.xs, condition, ex.mask, anchor,
-        config.sampler, remat=config.objective.remat)
+        config.sampler, remat=config.objective.remat,
+        kl_fields=config.objective.anchor_field_names)
     stats["anchor_kl"] = jax.lax.stop_gradient(jnp.mean(anchor_kl))
     loss = loss + config.objective.anchor_beta * jnp.mean(anchor_kl)
   return loss, stats

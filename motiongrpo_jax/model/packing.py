@@ -36,6 +36,10 @@ BODY_SLICE = slice(BETAS_SLICE.stop, BETAS_SLICE.stop + BODY_DIM)
 CONTACTS_SLICE = slice(BODY_SLICE.stop, BODY_SLICE.stop + CONTACTS_DIM)
 HANDS_SLICE = slice(CONTACTS_SLICE.stop, CONTACTS_SLICE.stop + HANDS_DIM)
 
+# Each field's dims by its `modalities` name.
+FIELD_SLICES = {"betas": BETAS_SLICE, "body_rotmats": BODY_SLICE,
+                "contacts": CONTACTS_SLICE, "hand_rotmats": HANDS_SLICE}
+
 DIM_NO_HANDS = CONTACTS_SLICE.stop  # 226
 DIM_WITH_HANDS = HANDS_SLICE.stop  # 496
 

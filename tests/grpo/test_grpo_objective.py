@@ -90,6 +90,30 @@ def test_gaussian_kl_closed_form_and_log_prob_identity():
   assert np.all(np.asarray(objective.gaussian_kl(mean + 1, mean, last, None)) == 0)
 
 
+def test_gaussian_kl_over_chosen_fields():
+  """Offsets δ on the betas dims and 10·δ on the body dims of a (1, 3, 226)
+  state: the KL over "betas" sees only δ (mean over its 3·16 scalars:
+  δ²/(2σ²)); over "betas,contacts" the 21 zero-offset contact dims dilute it
+  to 16/37 of that; over all fields it is (16 + 189·100)·δ²/(2σ²·226)."""
+  consts = jax.tree.map(lambda c: c[3], sampler.step_constants(
+      sampler.SamplerConfig()))
+  sigma, delta = float(consts.sigma), 0.01
+  ref = jnp.zeros((1, 3, 226), jnp.float32)
+  mean = ref.at[..., :16].set(delta).at[..., 16:205].set(10 * delta)
+  base = delta**2 / (2 * sigma**2)
+  for fields, expected in [(("betas",), base),
+                           (("betas", "contacts"), base * 16 / 37),
+                           ((), base * (16 + 189 * 100) / 226)]:
+    kl = objective.gaussian_kl(mean, ref, consts, None, "mean", fields)
+    # A mean of ≤ 226 float32 squares: a few roundings, well inside 1e-5.
+    np.testing.assert_allclose(kl, [expected], rtol=1e-5)
+  with pytest.raises(ValueError, match="objective.anchor_fields='size'"):
+    objective.ObjectiveConfig(anchor_fields="size").validate()
+  assert objective.ObjectiveConfig(
+      anchor_fields="betas, contacts").anchor_field_names == ("betas",
+                                                              "contacts")
+
+
 def test_trained_steps_all_and_random_subset():
   config = sampler.SamplerConfig(num_steps=30)
   trainable = objective.trainable_steps(config)
