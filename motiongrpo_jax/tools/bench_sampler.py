@@ -87,34 +87,49 @@ def init_params(model, cond, seed: int):
       cond.T_world_cpf[:1, :8], cond.T_cpf_tm1_cpf_t[:1, :8])["params"]
 
 
-def _sampler_program(model, config, batch, seq_len, params, cond):
-  dim = model.config.packed_dim
-  fn = sampler.make_rollout_fn(sampler.model_apply_fn(model), config,
-                               packed_dim=dim)
+def _sampler_program(apply_fn, config, batch, seq_len, dim, params, cond,
+                     model, model_params):
+  """The compiled rollout of `apply_fn`, its FLOPs and compile time.
+
+  FLOPs: one step of `model` (no loop, so XLA's count is exact) × the steps
+  that run the network; outside the loop there are only the noise draws.
+  """
+  fn = sampler.make_rollout_fn(apply_fn, config, packed_dim=dim)
   start = time.perf_counter()
   compiled = fn.lower(params, cond, key=jax.random.key(0)).compile()
   compile_s = time.perf_counter() - start
-  # Cost of one step (no loop), to tell how the rollout's while loop was
-  # counted (XLA counts a loop body once).
   consts = jax.tree.map(lambda c: c[0], sampler.step_constants(config))
   step = jax.jit(lambda p, x, c: sampler.sampler_step(
       sampler.model_apply_fn(model), p, x, consts, c,
       noise=jnp.zeros_like(x), config=config).x_next)
   x = jnp.zeros((batch, seq_len, dim), jnp.float32)
-  step_flops = float(step.lower(params, x, cond).cost_analysis()["flops"])
-  rollout_flops = bench_lib.compiled_flops(compiled)
-  # Steps that run the network (x̂0 reuse skips the others' forward).
-  num_steps = int(sampler.network_steps(config).sum())
-  if rollout_flops < 1.5 * step_flops:
-    total_flops = rollout_flops * num_steps
-  else:
-    total_flops = rollout_flops
+  step_flops = float(step.lower(model_params, x, cond).cost_analysis()["flops"])
+  total_flops = step_flops * int(sampler.network_steps(config).sum())
   return compiled, total_flops, compile_s
+
+
+def late_fp32_apply_fn(model: Denoiser, max_t: int) -> sampler.ApplyFn:
+  """An `ApplyFn` on params (fp32, bf16-cast): `model` (bf16 matmuls) above
+  t = `max_t`, its fp32 twin at and below (the sampler gives every row of a
+  call the same t)."""
+  fp32 = sampler.model_apply_fn(Denoiser(dataclasses.replace(
+      model.config, matmul_dtype="float32")))
+  bf16 = sampler.model_apply_fn(model)
+
+  def apply_fn(params, x_t, t, *args, **kwargs):
+    return jax.lax.cond(t[0] <= max_t,
+                        lambda: fp32(params[0], x_t, t, *args, **kwargs),
+                        lambda: bf16(params[1], x_t, t, *args, **kwargs))
+
+  return apply_fn
 
 
 # fast mode's `SamplerConfig.reuse_x0_from`: the network skips every other
 # step from here on. Its accuracy cost on a trained checkpoint is in README.
 FAST_REUSE_X0_FROM = 10
+# With bf16, fast runs the network in fp32 at t <= this (the last 10 steps):
+# bf16 there made a trained model's motion 18 % more jittery (README).
+FAST_FP32_MAX_T = 100
 
 # mode -> (matmul dtype, sampler options). "auto": `model/precision.py`'s
 # probe picks bf16 only where this backend runs it clearly faster.
@@ -163,11 +178,16 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   num_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
   exact_params = params
 
+  apply_fn = sampler.model_apply_fn(model)
   if matmul_dtype == "bfloat16":
     # Kernels stored in bf16 once: same outputs, no per-call weight casts.
     params = cast_kernels(params, model.config)
+    if args.mode == "fast":
+      apply_fn = late_fp32_apply_fn(model, FAST_FP32_MAX_T)
+      params = (exact_params, params)
   compiled, total_flops, compile_s = _sampler_program(
-      model, config, batch, seq_len, params, cond)
+      apply_fn, config, batch, seq_len, dim, params, cond, model,
+      exact_params)
   key = jax.random.key(args.seed + 1)
   jax.block_until_ready(compiled(params, cond, key=key))  # warm-up
   load_before = bench_lib.load_average()
@@ -233,8 +253,8 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
     result["speedup_vs_egoallo"] = EGOALLO_SAMPLER_SECONDS[batch] / best
 
   if args.compare_loop:
-    result["compare_loop"] = _compare_loop(model, config, params, cond, key,
-                                           compiled, best, args.repeats)
+    result["compare_loop"] = _compare_loop(apply_fn, dim, config, params, cond,
+                                           key, compiled, best, args.repeats)
 
   if args.accuracy:
     exact_model = Denoiser(dataclasses.replace(model.config,
@@ -262,16 +282,14 @@ def bench_sampler(args: argparse.Namespace) -> dict[str, Any]:
   return result
 
 
-def _compare_loop(model, config, params, cond, key, compiled, scan_s: float,
-                  repeats: int) -> dict[str, Any]:
+def _compare_loop(apply_fn, dim, config, params, cond, key, compiled,
+                  scan_s: float, repeats: int) -> dict[str, Any]:
   """The jitted-scan rollout vs a Python loop over a jitted `sampler_step`.
 
   The loop draws the same noise as `sampler.rollout` (x_T from fold_in(key,
   0), step k's ε from fold_in(key, k+1)), so both give the same sample up to
   round-off.
   """
-  dim = model.config.packed_dim
-  apply_fn = sampler.model_apply_fn(model)
   consts = sampler.step_constants(config)
   batch, seq_len = cond.T_world_cpf.shape[:2]
 

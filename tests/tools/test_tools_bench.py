@@ -2,16 +2,22 @@
 line fit of its scaling sweeps."""
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from motiongrpo_jax.diffusion import sampler
+from motiongrpo_jax.model.denoiser import cast_kernels
+from motiongrpo_jax.model.denoiser import Denoiser
 from motiongrpo_jax.tools import bench
 from motiongrpo_jax.tools import bench_grpo
+from motiongrpo_jax.tools import bench_sampler
 
 # Keys every benchmark line carries.
 COMMON = ("benchmark", "size", "peak_rss_bytes", "load_average_1m", "jax",
@@ -132,3 +138,23 @@ def test_bench_sampler_polar_alone_is_exact_to_its_projection():
   r = _run(["sampler", "--size=tiny", "--batch=1", "--seq_len=8",
             "--repeats=1", "--mode=polar", "--hands=0", "--accuracy"])
   assert r["accuracy_vs_exact"]["max_abs_diff"] < 1e-3
+
+
+def test_late_fp32_apply_fn_switches_precision_at_max_t():
+  """At t <= max_t the fp32 twin on the fp32 params, above it the bf16 model
+  on the cast params: each equal, bit for bit, to calling that model alone
+  (the same operations in a branch of a cond)."""
+  bf16 = Denoiser(bench_sampler.denoiser_config("tiny", False, "bfloat16"))
+  fp32 = Denoiser(dataclasses.replace(bf16.config, matmul_dtype="float32"))
+  cond = sampler.sampler_condition(
+      jnp.asarray(bench_sampler.walking_head(2, 9, 0)), jnp.zeros((2,)))
+  params = bench_sampler.init_params(fp32, cond, 0)
+  pair = (params, cast_kernels(params, bf16.config))
+  x = jax.random.normal(jax.random.key(0), (2, 8, fp32.config.packed_dim))
+  mixed = jax.jit(bench_sampler.late_fp32_apply_fn(bf16, max_t=100))
+  for t, model, p in ((100, fp32, pair[0]), (101, bf16, pair[1])):
+    ts = jnp.full((2,), t, jnp.int32)
+    alone = jax.jit(sampler.model_apply_fn(model))(
+        p, x, ts, cond.T_world_cpf, cond.T_cpf_tm1_cpf_t)
+    np.testing.assert_array_equal(
+        mixed(pair, x, ts, cond.T_world_cpf, cond.T_cpf_tm1_cpf_t), alone)
