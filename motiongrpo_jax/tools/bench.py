@@ -38,9 +38,10 @@ monotonic over the process).
     backend runs them clearly faster (`model/precision.py` times one product
     in both precisions at start-up; the JSON's `precision_probe` gives its
     rates and choice; biases, norms, activations, softmax and the update stay
-    fp32; kernels are stored in bf16 once), non-redundant windows (a window
-    that adds no new frame is skipped: L = 128 runs one 129-token forward per
-    step instead of two) and the Newton polar projection instead of batched
+    fp32; kernels are stored in bf16 once; the last 10 steps, t <= 100, run
+    in fp32: bf16 there makes the motion jittery), non-redundant windows (a
+    window that adds no new frame is skipped: L = 128 runs one 129-token
+    forward per step instead of two) and the Newton polar projection instead of batched
     3×3 SVDs (the same matrix to ~1e-6), and from step 10 on the network
     runs every other step, the steps between reusing its x̂0 (20 forwards
     instead of 30). `--accuracy` reports its deviation from exact with the
