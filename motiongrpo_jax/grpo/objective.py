@@ -223,9 +223,8 @@ def gaussian_kl(mean: jax.Array, ref_mean: jax.Array,
     (B,) float32 KL.
   """
   if fields:
-    pick = lambda x: jnp.concatenate(  # pylint: disable=unnecessary-lambda-assignment
-        [x[..., packing.FIELD_SLICES[f]] for f in fields], axis=-1)
-    mean, ref_mean = pick(mean), pick(ref_mean)
+    mean = packing.select_fields(mean, fields)
+    ref_mean = packing.select_fields(ref_mean, fields)
   sq = jnp.square(mean.astype(jnp.float32) - ref_mean.astype(jnp.float32))
   sq_sum, count = sampler_lib.masked_sum(sq, mask)
   return sampler_lib.reduce_per_step(0.5 * sq_sum * constants.inv_var, count,

@@ -76,6 +76,12 @@ def modalities(include_hands: bool) -> tuple[tuple[str, int], ...]:
   return fields
 
 
+def select_fields(x: jax.Array, names: tuple[str, ...]) -> jax.Array:
+  """(..., d) → (..., Σ sizes): the dims of the named fields (`FIELD_SLICES`),
+  in the order given."""
+  return jnp.concatenate([x[..., FIELD_SLICES[n]] for n in names], axis=-1)
+
+
 def _check_dim(x: jax.Array, include_hands: bool) -> None:
   expected = packed_dim(include_hands)
   if x.shape[-1] != expected:

@@ -60,7 +60,7 @@ import sys
 from motiongrpo_jax.tools import bench_grpo  # pylint: disable=unused-import
 from motiongrpo_jax.tools import bench_guidance  # pylint: disable=unused-import
 from motiongrpo_jax.tools import bench_profile  # pylint: disable=unused-import
-from motiongrpo_jax.tools import bench_sampler  # pylint: disable=unused-import
+from motiongrpo_jax.tools import bench_sampler
 from motiongrpo_jax.tools import bench_train  # pylint: disable=unused-import
 from motiongrpo_jax.tools.bench_lib import SUBCOMMANDS
 
@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
                      "size's default where the benchmark has one)")
   if args.benchmark == "sampler" and min(args.batch, args.seq_len) < 1:
     raise SystemExit("bench sampler: --batch and --seq_len must be ≥ 1")
+  if (args.benchmark == "sampler" and args.compare_loop
+      and bench_sampler.SAMPLER_MODES[args.mode][1].get("reuse_x0_from")):
+    raise SystemExit(f"bench sampler: --compare_loop runs the network on "
+                     f"every step, --mode={args.mode} reuses x̂0 (use exact, "
+                     "bf16, windows or polar)")
   result = SUBCOMMANDS[args.benchmark].run(args)
   print(json.dumps(result), flush=True)
 
