@@ -77,6 +77,12 @@ class ObjectiveConfig:
   # w_k = c·σ_k/a_k equalises the steps (c keeps the summed gradient
   # variance of the eligible steps unchanged).
   step_weighting: Literal["none", "score"] = "score"
+  # Weight of EgoAllo's denoising loss on the batch's own ground truth,
+  # added to every update (0: none). Group-relative advantages cannot see
+  # what a group's members share (the body size drifts: README, "What GRPO
+  # moves …"); the data loss pulls that back toward the data rather than
+  # toward the base, as InstructGPT's pretraining term does.
+  data_beta: float = 0.0
 
   @property
   def needs_base_params(self) -> bool:
@@ -100,6 +106,8 @@ class ObjectiveConfig:
     if self.kl_reference not in ("base", "old"):
       raise ValueError(f"objective.kl_reference={self.kl_reference!r}: "
                        "expected 'base' or 'old'")
+    if self.data_beta < 0:
+      raise ValueError(f"objective.data_beta={self.data_beta}: expected >= 0")
     if self.anchor_beta < 0:
       raise ValueError(f"objective.anchor_beta={self.anchor_beta}: expected "
                        ">= 0")

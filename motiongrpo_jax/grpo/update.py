@@ -8,7 +8,8 @@ trajectories:
   2. rewards against the ground truth and the clean trajectory, group-
      normalised advantages (`rewards`), group diagnostics (`diagnostics`);
   3. `num_epochs` × `num_minibatches` optimiser updates on the clipped
-     objective (`objective`), each on the gradient accumulated over
+     objective (`objective`, plus `objective.data_beta` × the denoising loss
+     on the batch's ground truth), each on the gradient accumulated over
      `num_microbatches` micro-batches in a `lax.scan` (one gradient buffer,
      no second optimiser state), clipped by global norm and applied by
      `train.state.apply_gradients` (non-finite updates skipped and counted);
@@ -25,7 +26,8 @@ the N-device step equals the 1-device step for the same global batch.
 
 Randomness (iteration key k = fold_in(rng, step)): k_sample, k_steps,
 k_order = split(k, 3); the anchored steps (`objective.anchor_beta`) from
-fold_in(k_steps, 1).
+fold_in(k_steps, 1); update u's data-loss draws (t, ε per sequence) from
+fold_in(fold_in(k_steps, 2), u).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from motiongrpo_jax.train import state as state_lib
 DATA_AXIS = mesh_lib.DATA_AXIS
 # Batch fields the iteration reads (the pipeline yields more).
 BATCH_FIELDS = ("T_world_cpf", "mask", "betas", "T_world_root", "body_quats")
+# And those the data loss reads (`objective.data_beta`; hands when present).
+DATA_FIELDS = ("contacts", "hand_quats")
 
 # score_fn(critic_params, samples (N, L, d), clean condition (N, L, 7) ×2,
 #          mask (N, L)) -> (N,) critic scores s.
@@ -165,6 +169,18 @@ def clean_condition(batch: dict[str, jax.Array]) -> sampler_lib.Condition:
   """The unperturbed condition of frames 1..L, (B, L, 7) each."""
   inputs = group_inputs(batch)
   return sampler_lib.sampler_condition(inputs.Ts_world_cpf, inputs.floor_z)
+
+
+def data_batch(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Frames 1..L of a batch as the denoising loss reads them, conditioned
+  like the rollouts (`clean_condition`): (B, L, …) each, betas (B, 16)."""
+  clean = clean_condition(batch)
+  out = {"betas": batch["betas"], "mask": batch["mask"][:, 1:],
+         "T_world_cpf": clean.T_world_cpf,
+         "T_cpf_tm1_cpf_t": clean.T_cpf_tm1_cpf_t}
+  out.update({k: batch[k][:, 1:] for k in ("body_quats",) + DATA_FIELDS
+              if k in batch})
+  return out
 
 
 def score_samples(samples: jax.Array, batch: dict[str, jax.Array],
@@ -288,16 +304,22 @@ def objective_loss(apply_fn: sampler_lib.ApplyFn, config: UpdateConfig,
   return loss, stats
 
 
+# data_term(params, update index u) -> (loss, grads): this device's share of
+# the denoising loss on the batch's ground truth (`objective.data_beta`).
+DataTerm = Callable[[Any, jax.Array], tuple[jax.Array, Any]]
+
+
 def inner_updates(state: state_lib.TrainState, examples: _Examples,
                   order: jax.Array, steps: jax.Array,
                   anchor: jax.Array | None, ref_params: Any,
                   apply_fn: sampler_lib.ApplyFn,
                   tx: optax.GradientTransformation, config: UpdateConfig,
-                  weights: np.ndarray
+                  weights: np.ndarray, data_term: DataTerm | None = None
                   ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
   """Step 3: one optimiser update per entry of `order` (minibatch indices,
   epochs concatenated), each on its minibatch's gradient accumulated over
-  micro-batches and averaged over devices.
+  micro-batches, plus `objective.data_beta` × `data_term`'s, averaged over
+  devices.
 
   Returns:
     (state, stats per update: (U,) each).
@@ -307,17 +329,26 @@ def inner_updates(state: state_lib.TrainState, examples: _Examples,
                                         ref_params, steps, anchor, ex),
       has_aux=True)
 
-  def update(state, j):
+  def update(state, u_j):
+    u, j = u_j
     micro = minibatch(examples, j, config.num_minibatches,
                       config.num_microbatches)
-    grads, loss, stats = mesh_lib.accumulate_gradients(
-        grad_fn, jax.lax.pcast(state.params, DATA_AXIS, to="varying"), micro)
+    params = jax.lax.pcast(state.params, DATA_AXIS, to="varying")
+    grads, loss, stats = mesh_lib.accumulate_gradients(grad_fn, params, micro)
     grads, loss = jax.lax.pmean((grads, loss), DATA_AXIS)
     stats = mesh_lib.reduce_stats(stats, axis_name=DATA_AXIS)
+    if data_term is not None:
+      data_loss, data_grads = jax.lax.pmean(data_term(params, u), DATA_AXIS)
+      stats["data_loss"] = data_loss
+      stats["data_grad_norm"] = optax.tree.norm(data_grads)
+      stats["policy_grad_norm"] = optax.tree.norm(grads)
+      beta = config.objective.data_beta
+      grads = jax.tree.map(lambda g, d: g + beta * d, grads, data_grads)
+      loss = loss + beta * data_loss
     new_state, opt_stats = state_lib.apply_gradients(state, grads, loss, tx)
     return new_state, {"loss": loss, **stats, **opt_stats}
 
-  return jax.lax.scan(update, state, order)
+  return jax.lax.scan(update, state, (jnp.arange(order.shape[0]), order))
 
 
 def update_metrics(per_update: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -350,6 +381,7 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
                     body: body_model.BodyModel, packed_dim: int,
                     score_fn: ScoreFn | None = None,
                     schedule: optax.Schedule | None = None,
+                    data_loss_fn: mesh_lib.LossFn | None = None,
                     ) -> Callable[..., tuple[state_lib.TrainState,
                                              dict[str, jax.Array]]]:
   """The jitted GRPO iteration (module docstring).
@@ -364,6 +396,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     packed_dim: d.
     score_fn: the perceptual critic, or None (needs reward.weight_vis = 0).
     schedule: learning-rate schedule, reported as `learning_rate`.
+    data_loss_fn: the denoiser's per-device training loss
+      (`train.denoiser_loss.make_loss_fn`), needed when
+      objective.data_beta > 0.
 
   Returns:
     step(state, batch, ref_params=None, critic_params=None) -> (state,
@@ -379,6 +414,10 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
   if config.reward.weight_vis != 0 and score_fn is None:
     raise ValueError("grpo: reward.weight_vis > 0 needs a critic "
                      "(config.critic_checkpoint)")
+  use_data = config.objective.data_beta > 0
+  if use_data and data_loss_fn is None:
+    raise ValueError("grpo: objective.data_beta > 0 needs the denoiser's "
+                     "training loss (data_loss_fn)")
   kl_to_old = config.objective.kl_reference == "old"
   trainable = objective.trainable_steps(config.sampler,
                                        config.objective.train_window)
@@ -409,9 +448,20 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     applied_before = state.step * num_updates - state.nonfinite_steps
     if kl_to_old:
       ref_params = state.params
+    data_term = None
+    if use_data:
+      ground_truth = data_batch(batch)
+      k_data = jax.random.fold_in(k_steps, 2)
+      data_grad = jax.value_and_grad(data_loss_fn, has_aux=True)
+
+      def data_term(params, u):
+        keys = mesh_lib.example_keys(jax.random.fold_in(k_data, u),
+                                     ground_truth["mask"].shape[0])
+        (loss, _), grads = data_grad(params, ground_truth, keys)
+        return loss, grads
     new_state, per_update = inner_updates(
         state, training_examples(rollout, advantages, steps), order, steps,
-        anchor, ref_params, apply_fn, tx, config, weights)
+        anchor, ref_params, apply_fn, tx, config, weights, data_term)
     new_state = new_state.replace(step=state.step + 1)
     metrics = {**jax.lax.pmean(metrics, DATA_AXIS),
                **update_metrics(per_update),
@@ -432,7 +482,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     if config.objective.needs_base_params and ref_params is None:
       raise ValueError("grpo: objective.kl_beta or anchor_beta > 0 needs "
                        "ref_params (the frozen base policy)")
-    batch = {k: batch[k] for k in BATCH_FIELDS}
+    batch = {k: batch[k] for k in BATCH_FIELDS
+             + (DATA_FIELDS if use_data else ()) if k in batch}
     num_seq, num_devices = batch["T_world_cpf"].shape[0], mesh.devices.size
     if num_seq % num_devices:
       raise ValueError(f"grpo: a batch of {num_seq} sequences does not split "

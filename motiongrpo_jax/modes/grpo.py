@@ -46,6 +46,7 @@ from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import run_record
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import pipeline
+from motiongrpo_jax.diffusion import loss as loss_lib
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import evaluate as evaluate_lib
 from motiongrpo_jax.eval import paired
@@ -53,6 +54,7 @@ from motiongrpo_jax.grpo import rewards as rewards_lib
 from motiongrpo_jax.grpo import update
 from motiongrpo_jax.model import params_io
 from motiongrpo_jax.train import checkpoints
+from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import inputs
 from motiongrpo_jax.train import loop
 from motiongrpo_jax.train import mesh as mesh_lib
@@ -303,9 +305,10 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   # The final table's key is the eval mode's for the same seed, so
   # summary.json's metrics are the eval mode's on the same windows.
   eval_key = base_key
-  step = update.make_train_step(apply_fn, tx, mesh, static, body, packed_dim,
-                                score_fn, state_lib.make_schedule(
-                                    config.optimizer, total_updates))
+  step = update.make_train_step(
+      apply_fn, tx, mesh, static, body, packed_dim, score_fn,
+      state_lib.make_schedule(config.optimizer, total_updates),
+      data_loss_fn=denoiser_loss.make_loss_fn(model, loss_lib.LossConfig()))
 
   def train_step(state, batch):
     return step(state, batch, ref_params=ref_params,

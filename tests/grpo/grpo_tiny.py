@@ -22,11 +22,13 @@ import numpy as np
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax.data import condition_noise
+from motiongrpo_jax.diffusion import loss
 from motiongrpo_jax.diffusion import sampler
 from motiongrpo_jax.grpo import group_sampler
 from motiongrpo_jax.grpo import objective
 from motiongrpo_jax.grpo import update
 from motiongrpo_jax.model.denoiser import Denoiser, DenoiserConfig
+from motiongrpo_jax.train import denoiser_loss
 from motiongrpo_jax.train import state as state_lib
 
 MODEL = Denoiser(DenoiserConfig(
@@ -85,11 +87,15 @@ def batch(seed: int = 0) -> dict[str, np.ndarray]:
       jnp.asarray(root_t, jnp.float32)).wxyz_xyz
   T_world_cpf = body.T_world_cpf(jnp.asarray(betas)[:, None], T_world_root,
                                  quats)
+  contacts = (rng.uniform(size=(NUM_SEQUENCES, NUM_POSES, 21)) < 0.5)
   return jax.device_get(dict(
       T_world_cpf=T_world_cpf, mask=np.ones((NUM_SEQUENCES, NUM_POSES), bool),
-      betas=betas, T_world_root=T_world_root, body_quats=quats))
+      betas=betas, T_world_root=T_world_root, body_quats=quats,
+      contacts=contacts.astype(np.float32)))
 
 
-def make_step(mesh, config=CONFIG):
-  return update.make_train_step(sampler.model_apply_fn(MODEL), optimizer(),
-                                mesh, config, body_lib.builtin_body(), DIM)
+def make_step(mesh, config=CONFIG, tx=None):
+  return update.make_train_step(
+      sampler.model_apply_fn(MODEL), tx or optimizer(), mesh, config,
+      body_lib.builtin_body(), DIM,
+      data_loss_fn=denoiser_loss.make_loss_fn(MODEL, loss.LossConfig()))

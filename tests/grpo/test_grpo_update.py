@@ -245,3 +245,101 @@ def test_startup_errors():
   with pytest.raises(ValueError, match="sampler.reuse_x0_from"):
     dataclasses.replace(tiny.CONFIG, sampler=dataclasses.replace(
         tiny.CONFIG.sampler, reuse_x0_from=1)).validate()
+
+
+def test_data_loss_adds_its_gradient():
+  """`objective.data_beta` = β adds β × the gradient of EgoAllo's loss on
+  frames 1..L of the batch's ground truth (conditioned like the rollouts,
+  t and ε from the documented keys) to the update. With plain SGD and one
+  update per iteration the two runs share their rollouts and policy
+  gradient, so their parameters differ by exactly −lr·β·g_data."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import grpo_tiny as tiny  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.diffusion import loss  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.grpo import update  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.train import denoiser_loss  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  mesh = mesh_lib.make_mesh(jax.devices()[:1])
+  beta, lr = 10.0, 1.0
+  tx = optax.sgd(lr)
+  batch = tiny.batch()
+  init = tiny.params()
+
+  def one_iteration(data_beta):
+    config = dataclasses.replace(
+        tiny.CONFIG, num_epochs=1, num_minibatches=1, num_microbatches=1,
+        objective=dataclasses.replace(tiny.CONFIG.objective, kl_beta=0.0,
+                                      data_beta=data_beta))
+    state = mesh_lib.put_replicated(mesh, state_lib.create(
+        jax.device_get(init), tx, jax.random.PRNGKey(0)))
+    state, metrics = tiny.make_step(mesh, config, tx)(
+        state, mesh_lib.global_batch(mesh, batch))
+    return jax.device_get(state.params), jax.device_get(metrics)
+
+  plain, _ = one_iteration(0.0)
+  with_data, metrics = one_iteration(beta)
+
+  # The data term by hand: iteration 0's key, its k_steps, update u.
+  k_steps = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), 0),
+                             3)[1]
+  ground_truth = update.data_batch(jax.tree.map(jnp.asarray, batch))
+  np.testing.assert_array_equal(ground_truth["body_quats"],
+                                batch["body_quats"][:, 1:])
+  np.testing.assert_array_equal(ground_truth["contacts"],
+                                batch["contacts"][:, 1:])
+  assert ground_truth["T_world_cpf"].shape == (tiny.NUM_SEQUENCES,
+                                                tiny.NUM_POSES - 1, 7)
+  loss_fn = denoiser_loss.make_loss_fn(tiny.MODEL, loss.LossConfig())
+  grad_fn = jax.jit(jax.shard_map(
+      lambda p, b, k: jax.lax.pmean(jax.grad(
+          lambda p: loss_fn(p, b, k)[0])(
+              jax.lax.pcast(p, mesh_lib.DATA_AXIS, to="varying")),
+          mesh_lib.DATA_AXIS),
+      mesh=mesh, in_specs=(P(), P(mesh_lib.DATA_AXIS), P(mesh_lib.DATA_AXIS)),
+      out_specs=P()))
+
+  def data_step(u):
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+        jax.random.fold_in(jax.random.fold_in(k_steps, 2), u),
+        jnp.arange(tiny.NUM_SEQUENCES))
+    return jax.tree.map(lambda g: lr * beta * g,
+                        grad_fn(init, ground_truth, keys))
+
+  # Float32 bound on ‖Δ + lr·β·g‖: the parameters are rounded once per run
+  # (≤ 2 ulps each) and the gradient carries the summation error of its
+  # loss's n = B·L·d terms (≤ n·eps relative, the classical bound).
+  eps = np.finfo(np.float32).eps
+  n = tiny.NUM_SEQUENCES * (tiny.NUM_POSES - 1) * tiny.DIM
+  norm = lambda tree: float(optax.tree.norm(tree))  # pylint: disable=unnecessary-lambda-assignment
+  error = lambda step: norm(jax.tree.map(  # pylint: disable=unnecessary-lambda-assignment
+      lambda a, b, s: (a - b) + s, with_data, plain, step))
+  step = data_step(0)
+  bound = 2 * eps * (norm(init) + norm(step)) + n * eps * norm(step)
+  assert error(step) <= bound, (error(step), bound)
+  # The check discriminates: the next update's draws (other t and ε) give
+  # another gradient.
+  assert error(data_step(1)) > 10 * bound
+  np.testing.assert_allclose(
+      metrics["loss"], metrics["policy_loss"] + beta * metrics["data_loss"],
+      rtol=1e-5)
+  assert metrics["data_grad_norm"] > 0
+
+
+def test_data_loss_needs_the_loss_fn():
+  import grpo_tiny as tiny  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.body import builtin_body  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.diffusion import sampler  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.grpo import update  # pylint: disable=import-outside-toplevel
+  from motiongrpo_jax.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  config = dataclasses.replace(tiny.CONFIG, objective=dataclasses.replace(
+      tiny.CONFIG.objective, data_beta=1.0))
+  with pytest.raises(ValueError, match="data_beta"):
+    update.make_train_step(sampler.model_apply_fn(tiny.MODEL), tiny.optimizer(),
+                           mesh_lib.make_mesh(), config, builtin_body(),
+                           tiny.DIM)
+  with pytest.raises(ValueError, match="objective.data_beta=-1"):
+    dataclasses.replace(config.objective, data_beta=-1.0).validate()
