@@ -482,8 +482,8 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
     if config.objective.needs_base_params and ref_params is None:
       raise ValueError("grpo: objective.kl_beta or anchor_beta > 0 needs "
                        "ref_params (the frozen base policy)")
-    batch = {k: batch[k] for k in BATCH_FIELDS
-             + (DATA_FIELDS if use_data else ()) if k in batch}
+    batch = {**{k: batch[k] for k in BATCH_FIELDS},
+             **{k: batch[k] for k in DATA_FIELDS if use_data and k in batch}}
     num_seq, num_devices = batch["T_world_cpf"].shape[0], mesh.devices.size
     if num_seq % num_devices:
       raise ValueError(f"grpo: a batch of {num_seq} sequences does not split "
