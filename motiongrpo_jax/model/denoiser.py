@@ -178,7 +178,12 @@ def _einsum(spec: str, a: jax.Array, b: jax.Array,
 def _activation(config: DenoiserConfig) -> Callable[[jax.Array], jax.Array]:
   if config.activation == "relu":
     return jax.nn.relu
-  return lambda x: jax.nn.gelu(x, approximate=False)
+  return _gelu
+
+
+@jax.named_scope("gelu")  # Names the profile's ops (`tools/op_profile.py`).
+def _gelu(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=False)
 
 
 def _torch_uniform(fan_in: int) -> Callable[..., jax.Array]:
@@ -260,6 +265,7 @@ def rope_frequencies(head_dim: int) -> np.ndarray:
       np.float32)
 
 
+@jax.named_scope("rope")
 def apply_rope(x: jax.Array, cos: np.ndarray, sin: np.ndarray) -> jax.Array:
   """Interleaved RoPE: dims (2i, 2i+1) rotate together by φ_i.
 
@@ -280,6 +286,7 @@ def apply_rope(x: jax.Array, cos: np.ndarray, sin: np.ndarray) -> jax.Array:
   return out.reshape(x.shape)
 
 
+@jax.named_scope("attention")
 def attend(q: jax.Array, k: jax.Array, v: jax.Array,
            key_mask: jax.Array | None, config: DenoiserConfig) -> jax.Array:
   """Scaled dot-product attention, softmax in float32.
@@ -298,7 +305,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array,
   scores = _einsum("bqhd,bkhd->bhqk", q, k, config)
   if key_mask is not None:
     scores = jnp.where(key_mask[:, None, None, :], scores, -jnp.inf)
-  probs = jax.nn.softmax(scores, axis=-1)
+  with jax.named_scope("softmax"):
+    probs = jax.nn.softmax(scores, axis=-1)
   out = _einsum("bhqk,bkhd->bqhd", probs, v, config)
   return out.reshape(out.shape[:2] + (-1,))
 

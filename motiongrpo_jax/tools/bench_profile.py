@@ -18,6 +18,10 @@ L frames (the rows a GRPO rollout step processes: B·G):
     `--egoallo_reference`) on EgoAllo's recorded pre-projection x̂0
     (`golden_step.npz`: `x0_blended`); and the time of each on the same
     matrices.
+  * ops (`--parts=ops`): the sampler step's time per kind of operation
+    (matmuls of attention and of dense layers, LayerNorm, GELU, softmax,
+    RoPE, rotation projection, random numbers, other) and its slowest
+    thunks, from the XLA trace (`tools/op_profile.py`).
 With `--trace_dir`, one sampler step also runs under `jax.profiler.trace` (view with TensorBoard's profile plugin or Perfetto).
 """
 
@@ -40,6 +44,7 @@ from motiongrpo_jax.model import denoiser as denoiser_lib
 from motiongrpo_jax.model import packing
 from motiongrpo_jax.tools import bench_lib
 from motiongrpo_jax.tools import bench_train
+from motiongrpo_jax.tools import op_profile
 from motiongrpo_jax.train import state as state_lib
 
 # Default (rows, seq_len) per size: a rollout step of the grpo_step
@@ -66,7 +71,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                       help="also write a jax.profiler trace here.")
   parser.add_argument("--parts", default="sampler,update,polar",
                       help="comma-separated subset of sampler, update, "
-                      "polar.")
+                      "polar, ops.")
   parser.add_argument("--seed", type=int, default=0)
 
 
@@ -136,10 +141,10 @@ def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
   no_proj = dataclasses.replace(config, project_body_rotmats=False)
 
   parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-  unknown = parts - {"sampler", "update", "polar"}
+  unknown = parts - {"sampler", "update", "polar", "ops"}
   if unknown:
     raise SystemExit(f"bench profile: unknown --parts {sorted(unknown)}; "
-                     "expected sampler, update, polar")
+                     "expected sampler, update, polar, ops")
   x0 = jax.jit(lambda p, x, c: sampler_lib.predict_x0(
       apply_fn, p, x, consts.t, c, mask, no_proj))(params, x, cond)
   result = {"benchmark": "profile", "size": args.size, "rows": rows,
@@ -159,6 +164,9 @@ def bench_profile(args: argparse.Namespace) -> dict[str, Any]:
   if "polar" in parts:
     result.update(_polar(x0, args))
     result["polar_iterations"] = geometry_polar.DEFAULT_ITERATIONS
+  if "ops" in parts:
+    result["sampler_step_ops"] = _sampler_ops(
+        apply_fn, params, x, cond, key, mask, consts, config, peak_gflops)
   if args.trace_dir:
     _trace(args.trace_dir, apply_fn, params, x, cond, key, mask, consts,
            config)
@@ -200,6 +208,25 @@ def _sampler_split(apply_fn, params, x, x0, cond, key, mask, consts, config,
       "svd_matrices_per_step": rows * seq_len * 21,
   }
   return sampler_split
+
+
+def _sampler_ops(apply_fn, params, x, cond, key, mask, consts, config,
+                 peak_gflops) -> dict[str, Any]:
+  """The sampler step's time per kind of operation, from the XLA trace."""
+  step = lambda p, x, c, k: sampler_lib.sampler_step(
+      apply_fn, p, x, consts, c, key=k, mask=mask, config=config).x_next
+  split = op_profile.op_split(step, (params, x, cond, key))
+  matmul_s = sum(split["categories"].get(c, {}).get("seconds", 0.0)
+                 for c in ("attention matmuls", "dense matmuls"))
+  flops = bench_lib.compile_program(jax.jit(step), params, x, cond,
+                                    key).flops
+  # All of the step's FLOPs charged to its matmul thunks: the rate the
+  # matmuls alone reach (the non-matmul FLOPs are a few per cent).
+  split["matmul_fraction_of_peak"] = bench_lib.rate_fields(
+      flops, matmul_s, peak_gflops)["fraction_of_peak"] if matmul_s else 0.0
+  split["step_fraction_of_peak"] = bench_lib.rate_fields(
+      flops, split["wall_seconds"], peak_gflops)["fraction_of_peak"]
+  return split
 
 
 def _update_split(apply_fn, params, cond, key, mask, config, rows, seq_len,
