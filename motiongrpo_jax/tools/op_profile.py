@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable
 import jax
 from jax.profiler import ProfileData
 
+from motiongrpo_jax.tools import bench_lib
+
 # Categories in priority order: a thunk takes the first one that any of its
 # operations matches: the opcode (None: any) and substrings of the op_name.
 CATEGORIES = (
@@ -145,7 +147,8 @@ def op_split(fn: Callable[..., Any], args: tuple, calls: int = 3,
     top: how many of the slowest thunks to list.
 
   Returns:
-    `wall_seconds` (per call, measured around the traced calls),
+    `flops` (XLA's count for one call), `wall_seconds` (per call,
+    measured around the traced calls),
     `thunk_seconds` (per call, the thunks' summed time; more than the wall
     time where thunks ran concurrently), `categories` (category →
     seconds per call and fraction of the thunk time) and `top_thunks`.
@@ -168,6 +171,7 @@ def op_split(fn: Callable[..., Any], args: tuple, calls: int = 3,
     categories[categorize(operations[name])] += seconds
   slowest = sorted(per_thunk.items(), key=lambda item: -item[1])[:top]
   return {
+      "flops": bench_lib.compiled_flops(compiled),
       "wall_seconds": wall,
       "thunk_seconds": total,
       "categories": {

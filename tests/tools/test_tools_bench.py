@@ -173,3 +173,11 @@ def test_late_fp32_apply_fn_switches_precision_at_max_t():
 def test_compare_loop_refuses_a_mode_that_reuses_x0():
   with pytest.raises(SystemExit, match="--compare_loop"):
     bench.main(["sampler", "--size=tiny", "--mode=fast", "--compare_loop"])
+
+
+def test_bench_profile_tiny_ops():
+  r = _run(["profile", "--size=tiny", "--repeats=1", "--parts=ops"])
+  ops = r["sampler_step_ops"]
+  assert {"dense matmuls", "attention matmuls", "rotation projection",
+          "layernorm", "softmax", "gelu", "rope"} <= set(ops["categories"])
+  assert _positive(ops["flops"]) and _positive(ops["matmul_fraction_of_peak"])
