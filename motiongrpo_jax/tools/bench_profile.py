@@ -219,8 +219,8 @@ def _sampler_ops(apply_fn, params, x, cond, key, mask, consts, config,
   matmul_s = sum(split["categories"].get(c, {}).get("seconds", 0.0)
                  for c in ("attention matmuls", "dense matmuls"))
   flops = split["flops"]
-  # All of the step's FLOPs charged to its matmul thunks: a slight
-  # overestimate of the matmuls' own rate (element-wise FLOPs count too).
+  # All of the step's FLOPs over the matmul thunks' elapsed time: a rough
+  # rate (element-wise FLOPs count too; shared cores stretch a thunk).
   split["matmul_fraction_of_peak"] = bench_lib.rate_fields(
       flops, matmul_s, peak_gflops)["fraction_of_peak"] if matmul_s else 0.0
   split["step_fraction_of_peak"] = bench_lib.rate_fields(
