@@ -43,6 +43,7 @@ def test_demo_console_is_short_and_clean(tmp_path):
   workdir = tmp_path / "run"
   result = _run("motiongrpo_jax.main", "--config=configs/pretrain.py:demo",
                 f"--workdir={workdir}", "--config.train.num_steps=4",
+                "--config.optimizer.warmup_steps=1",
                 "--config.train.eval_every_steps=4",
                 "--config.train.log_every_steps=2",
                 "--config.data.synthetic_num_sequences=12",

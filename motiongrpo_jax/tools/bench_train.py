@@ -186,11 +186,13 @@ def bench_pretrain_step(args: argparse.Namespace) -> dict[str, Any]:
   model = denoiser_lib.Denoiser(denoiser_for(args.size))
   hands = model.config.include_hands
   mesh = mesh_lib.make_mesh(jax.devices()[:1])
-  tx = state_lib.make_optimizer(config.optimizer)
+  # As the mode builds them (a decaying schedule needs the run's length).
+  tx = state_lib.make_optimizer(config.optimizer, config.train.num_steps)
   step = mesh_lib.make_train_step(
       denoiser_loss.make_loss_fn(model, config_sections.to_dataclass(
           loss_lib.LossConfig, config.loss, "loss")),
-      tx, mesh, state_lib.make_schedule(config.optimizer))
+      tx, mesh, state_lib.make_schedule(config.optimizer,
+                                        config.train.num_steps))
   params = init_denoiser(model, args.seed)
   state = state_lib.create(params, tx, jax.random.PRNGKey(args.seed))
   fields = ("betas", "body_quats", "hand_quats", "contacts", "T_world_cpf",

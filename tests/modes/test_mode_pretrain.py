@@ -112,7 +112,8 @@ def test_fine_tuning_starts_from_init_checkpoint(trained, data_dir):
   source, result = trained
   config = _tiny_config(data_dir)
   model = pretrain.denoiser_lib.Denoiser(pretrain.denoiser_config(config))
-  tx = pretrain.state_lib.make_optimizer(config.optimizer)
+  tx = pretrain.state_lib.make_optimizer(config.optimizer,
+                                         config.train.num_steps)
   mesh = mesh_lib.make_mesh()
   config.init_checkpoint = str(source)
   init_fn, abstract_fn = pretrain.state_initializers(config, model, tx, mesh)
