@@ -14,6 +14,7 @@ element-wise epilogue is fused into it.
 from __future__ import annotations
 
 import collections
+import functools
 import pathlib
 import re
 import tempfile
@@ -90,19 +91,14 @@ def instruction_operations(hlo_text: str) -> dict[str, list[Operation]]:
                  for op_name in _OP_NAME.findall(rest)]
     calls[name] = _CALLED.findall(rest)
 
-  resolved: dict[str, list[Operation]] = {}
+  @functools.cache
+  def gather(name: str) -> tuple[Operation, ...]:
+    return tuple(own[name]) + tuple(
+        operation for computation_name in calls[name]
+        for member in members.get(computation_name, ())
+        for operation in gather(member))
 
-  def gather(name: str) -> list[Operation]:
-    if name not in resolved:
-      resolved[name] = []  # Guards against cycles (none in valid HLO).
-      operations = list(own[name])
-      for computation_name in calls[name]:
-        for member in members.get(computation_name, ()):
-          operations.extend(gather(member))
-      resolved[name] = operations
-    return resolved[name]
-
-  return {name: gather(name) for name in own}
+  return {name: list(gather(name)) for name in own}
 
 
 def thunk_seconds(trace_dir: str | pathlib.Path,
@@ -153,8 +149,8 @@ def op_split(fn: Callable[..., Any], args: tuple, calls: int = 3,
     time where thunks ran concurrently), `categories` (category →
     seconds per call and fraction of the thunk time) and `top_thunks`.
   """
-  jitted = jax.jit(fn)
-  compiled = jitted.lower(*args).compile()
+  program = bench_lib.compile_program(jax.jit(fn), *args)
+  compiled = program.compiled
   operations = instruction_operations(compiled.as_text())
   jax.block_until_ready(compiled(*args))
   with tempfile.TemporaryDirectory() as trace_dir:
@@ -166,12 +162,13 @@ def op_split(fn: Callable[..., Any], args: tuple, calls: int = 3,
     per_thunk = {name: seconds / calls for name, seconds
                  in thunk_seconds(trace_dir, operations).items()}
   total = sum(per_thunk.values())
+  category = {name: categorize(operations[name]) for name in per_thunk}
   categories: dict[str, float] = collections.defaultdict(float)
   for name, seconds in per_thunk.items():
-    categories[categorize(operations[name])] += seconds
+    categories[category[name]] += seconds
   slowest = sorted(per_thunk.items(), key=lambda item: -item[1])[:top]
   return {
-      "flops": bench_lib.compiled_flops(compiled),
+      "flops": program.flops,
       "wall_seconds": wall,
       "thunk_seconds": total,
       "categories": {
@@ -181,7 +178,7 @@ def op_split(fn: Callable[..., Any], args: tuple, calls: int = 3,
                                           key=lambda item: -item[1])},
       "top_thunks": [
           {"thunk": name, "seconds": seconds,
-           "category": categorize(operations[name]),
+           "category": category[name],
            "ops": sorted({f"{op} {n.split('/', 1)[-1]}"
                           for op, n in operations[name]})[:6]}
           for name, seconds in slowest],
