@@ -19,6 +19,7 @@ Both sample with EgoAllo's 30-step sampler and write
 import ml_collections
 
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.guidance import residuals as guidance
 
@@ -82,10 +83,13 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
   # change guided vs unguided ####
   config.guidance = config_sections.from_dataclass(guidance.GuidanceConfig)
   # With guidance.mode="aria_wrist_only": the wrist targets are the ground
-  # truth's wrist positions plus Gaussian noise of this std per axis (metres;
-  # one draw per window, fixed by the seed), a stand-in for Aria's wrist
-  # estimates; their orientation is left free, as with Aria's.
-  config.wrist_target_noise = 0.015
+  # truth's wrist positions plus this noise, a stand-in for Aria's wrist
+  # estimates (`data/condition_noise.py` ConditionNoiseConfig: "gaussian",
+  # i.i.d. per frame; "perlin", smooth in time; "none"; amplitude = RMS per
+  # axis, metres; one draw per window and wrist, fixed by the seed). Their
+  # orientation is left free, as with Aria's.
+  config.wrist_target_noise = config_sections.from_dataclass(
+      condition_noise.ConditionNoiseConfig(kind="gaussian", amplitude=0.015))
 
   if variant == "demo":
     config.data.seq_len = 32

@@ -23,6 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from motiongrpo_jax.body import model as body_model
+from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.diffusion import sampler as sampler_lib
 from motiongrpo_jax.eval import metrics as metrics_lib
 from motiongrpo_jax.eval import posing
@@ -104,18 +105,23 @@ def window_keys(key: jax.Array, seq_index: jax.Array, start: jax.Array,
 
 def ground_truth_wrists(batch: Mapping[str, jax.Array],
                         body: body_model.BodyModel, key: jax.Array,
-                        noise_std: float,
+                        noise: condition_noise.ConditionNoiseConfig,
                         gt: posing.PosedMotion | None = None) -> jax.Array:
   """(B, L, 2, 7) wrist targets made from the ground truth (`gt`, posed here
-  when None): its world wrist positions plus N(0, noise_std²) per axis (one
-  draw per window, from its `window_keys`), identity rotations (like Aria's
-  estimates: positions only).
+  when None): its world wrist positions plus `noise` (i.i.d. Gaussian or
+  Perlin, zero mean and RMS `noise.amplitude` per axis over the valid frames;
+  one draw per window and wrist, from the window's `window_keys`), identity
+  rotations (like Aria's estimates: positions only).
   """
   gt = posing.window_ground_truth(batch, body) if gt is None else gt
   wrists = gt.joints[:, :, jnp.array(guidance_residuals.WRIST_JOINTS)]
-  keys = window_keys(key, batch["seq_index"], batch["start"], 1)[:, 0]
-  wrists = wrists + noise_std * jax.vmap(
-      lambda k: jax.random.normal(k, wrists.shape[1:]))(keys)
+  keys = window_keys(key, batch["seq_index"], batch["start"], 2)  # (B, 2)
+
+  def window(wrist_keys, frame_mask):  # (L, 2, 3), one draw per wrist
+    return jnp.stack([condition_noise.sample_noise(
+        k, wrists.shape[1], noise, frame_mask) for k in wrist_keys], axis=1)
+
+  wrists = wrists + jax.vmap(window)(keys, output_mask(batch["mask"]))
   identity = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0, 0.0]),
                               wrists.shape[:-1] + (4,))
   return jnp.concatenate([identity, wrists], axis=-1)
@@ -126,7 +132,8 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
                  config: sampler_lib.SamplerConfig, num_samples: int,
                  fps: float, extra_scores: ExtraScores | None = None,
                  guidance: guidance_residuals.GuidanceConfig | None = None,
-                 wrist_target_noise: float = 0.0
+                 wrist_target_noise: condition_noise.ConditionNoiseConfig = (
+                     condition_noise.ConditionNoiseConfig())
                  ) -> Callable[..., dict[str, jax.Array]]:
   """The jitted sampling-and-scoring step of a policy.
 
@@ -147,9 +154,9 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
     fps: frames per second.
     extra_scores: more per-sample scores (e.g. GRPO's rewards).
     guidance: guidance options (None or mode "off": none).
-    wrist_target_noise: with guidance mode "aria_wrist_only", the std
-      (metres) of the noise on the ground-truth wrist targets
-      (`ground_truth_wrists`; their key is folded from the eval key).
+    wrist_target_noise: with guidance mode "aria_wrist_only", the noise on
+      the ground-truth wrist targets (`ground_truth_wrists`; their key is
+      folded from the eval key; kind "none": exact targets).
 
   Returns:
     fn(params, batch, key, extra_params) -> {name: (B, N)}; `fn.func` is the
@@ -174,7 +181,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
       if inner:
         x0_guide = guidance_lib.inner_guide(
             Ts_world_cpf[1:], body, guidance, mask=frame_mask,
-            **(targets or {}))
+            floor_z=floor, **(targets or {}))
       return sample_one(params, Ts_world_cpf, floor, frame_mask, key,
                         x0_guide)
 
@@ -214,6 +221,7 @@ def make_eval_fn(apply_fn: sampler_lib.ApplyFn, packed_dim: int,
         x0 = guidance_lib.guide(
             x0, batch["T_world_cpf"][:, None, 1:], body, guidance,
             mask=output_mask(batch["mask"])[:, None],
+            floor_z=floor_z(batch)[:, None],
             **{k: v[:, None] for k, v in targets.items()})
     values.update(score_samples(x0, batch, body, fps, gt))
     if extra_scores is not None:

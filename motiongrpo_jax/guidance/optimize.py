@@ -84,7 +84,8 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
           config: residuals_lib.GuidanceConfig,
           mask: jax.Array | None = None, wrists: jax.Array | None = None,
           wrist_mask: jax.Array | None = None,
-          wrist_rot_mask: jax.Array | None = None) -> jax.Array:
+          wrist_rot_mask: jax.Array | None = None,
+          floor_z: jax.Array | None = None) -> jax.Array:
   """Guided packed samples: body rotations optimised, the rest unchanged.
 
   Betas, contacts and (with hands) the hand rotations are kept as sampled;
@@ -101,6 +102,8 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
     wrist_mask: (..., L, 2) valid wrist targets, or None (all).
     wrist_rot_mask: (..., L, 2) valid wrist orientations, or None
       (`wrist_mask`).
+    floor_z: (...) the floor's world height (broadcast as T_world_cpf), or
+      None (unknown: no floor term).
 
   Returns:
     (..., L, d) guided samples.
@@ -111,7 +114,9 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
   lead, length = x0.shape[:-2], x0.shape[-2]
   if mask is None:
     mask = jnp.ones(lead + (length,), bool)
-  given = [T_world_cpf, mask]
+  if floor_z is None:
+    floor_z = jnp.float32(-jnp.inf)
+  given = [T_world_cpf, mask, floor_z]
   if wrists is not None:
     if wrist_mask is None:
       wrist_mask = jnp.ones(wrists.shape[:-1], bool)
@@ -121,12 +126,12 @@ def guide(x0: jax.Array, T_world_cpf: jax.Array, body: body_model.BodyModel,
   # Every input as (S, L, ...), S the product of the leading axes.
   inputs = [quats, fields.betas, fields.contacts] + [
       jnp.broadcast_to(a, lead + a.shape[a.ndim - b:])
-      for a, b in zip(given, (2, 1, 3, 2, 2))]
+      for a, b in zip(given, (2, 1, 0, 3, 2, 2))]
   inputs = [a.reshape((-1,) + a.shape[len(lead):]) for a in inputs]
 
-  def one(q, betas, contacts, T, m, *wrist_targets):
+  def one(q, betas, contacts, T, m, floor, *wrist_targets):
     problem = residuals_lib.make_problem(q, betas, contacts, T, body, m,
-                                         *wrist_targets)
+                                         *wrist_targets, floor_z=floor)
     return residuals_lib.corrected_quats(
         solve(problem, body, config), q)
 
@@ -140,7 +145,8 @@ def inner_guide(T_world_cpf: jax.Array, body: body_model.BodyModel,
                 mask: jax.Array | None = None,
                 wrists: jax.Array | None = None,
                 wrist_mask: jax.Array | None = None,
-                wrist_rot_mask: jax.Array | None = None
+                wrist_rot_mask: jax.Array | None = None,
+                floor_z: jax.Array | None = None
                 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """The sampler's `x0_guide` for inner guidance: `guide` with
   `config.inner_iterations` LM iterations on every step's x̂0.
@@ -150,8 +156,8 @@ def inner_guide(T_world_cpf: jax.Array, body: body_model.BodyModel,
       world), broadcast over the leading axes of x0 as in `guide`.
     body: the body model.
     config: guidance options.
-    mask, wrists, wrist_mask, wrist_rot_mask: as `guide`'s ((..., L),
-      (..., L, 2, 7), (..., L, 2), (..., L, 2)), or None.
+    mask, wrists, wrist_mask, wrist_rot_mask, floor_z: as `guide`'s
+      ((..., L), (..., L, 2, 7), (..., L, 2), (..., L, 2), (...)), or None.
 
   Returns:
     fn(x0 (B, L, d), step) -> guided x0 (B, L, d); the same at every step.
@@ -161,6 +167,6 @@ def inner_guide(T_world_cpf: jax.Array, body: body_model.BodyModel,
   def fn(x0: jax.Array, step: jax.Array) -> jax.Array:
     del step  # EgoAllo guides every step alike.
     return guide(x0, T_world_cpf, body, inner, mask, wrists, wrist_mask,
-                 wrist_rot_mask)
+                 wrist_rot_mask, floor_z)
 
   return fn

@@ -16,6 +16,8 @@ EgoAllo's `guidance_optimizer_jax.py` terms, written on our body models):
   wrist_pos      w·m_t·(p_t − p̄_t)       wrists, p̄ the Aria wrist estimates
   wrist_rot      w·m'_t·log(R_t⁻¹ R̄_t)   m' its own mask: MPS estimates have
                                         positions but no wrist orientation
+  floor          w·max(0, z_floor − z_t)  every joint's height below the floor
+                                        (not EgoAllo's: off at weight 0)
 
 (p world joint positions, t frames; residuals of invalid frames are zeroed.)
 As in EgoAllo, the body is posed with one shape per window (the sample's betas
@@ -85,6 +87,10 @@ class GuidanceConfig:
   weight_skate: float = 30.0
   weight_wrist_pos: float = 50.0
   weight_wrist_rot: float = 10.0
+  # Not EgoAllo's: a hinge on every joint below the window's floor (EgoAllo
+  # has no floor term, so its guidance leaves ground penetration as sampled;
+  # README, "Guidance"). 0: off.
+  weight_floor: float = 0.0
 
   @property
   def enabled(self) -> bool:
@@ -138,6 +144,7 @@ class Problem(NamedTuple):
     wrists: (L, 2, 7) world wrist poses to pull to (`aria_wrist_only`).
     wrist_mask: (L, 2) which wrist positions exist.
     wrist_rot_mask: (L, 2) which wrist orientations exist.
+    floor_z: () the floor's world height (−inf: unknown, no floor term).
   """
   body_quats: jax.Array
   betas: jax.Array
@@ -148,6 +155,7 @@ class Problem(NamedTuple):
   wrists: jax.Array
   wrist_mask: jax.Array
   wrist_rot_mask: jax.Array
+  floor_z: jax.Array
 
 
 def posed_joints(body_quats: jax.Array, betas: jax.Array,
@@ -164,7 +172,8 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
                  body: body_model.BodyModel, mask: jax.Array | None = None,
                  wrists: jax.Array | None = None,
                  wrist_mask: jax.Array | None = None,
-                 wrist_rot_mask: jax.Array | None = None) -> Problem:
+                 wrist_rot_mask: jax.Array | None = None,
+                 floor_z: jax.Array | None = None) -> Problem:
   """The problem of one window.
 
   Args:
@@ -177,6 +186,7 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
     wrists: (L, 2, 7) wrist targets (None: none).
     wrist_mask: (L, 2) valid wrist targets (None: all given ones).
     wrist_rot_mask: (L, 2) valid wrist orientations (None: `wrist_mask`).
+    floor_z: () the floor's world height (None: unknown, no floor term).
 
   Returns:
     The problem.
@@ -201,7 +211,9 @@ def make_problem(body_quats: jax.Array, betas: jax.Array,
       T_world_cpf=T_world_cpf,
       torso=jax.lax.stop_gradient(joints[:, jnp.array(TORSO_JOINTS), 4:]),
       mask=mask,
-      wrists=wrists, wrist_mask=wrist_mask, wrist_rot_mask=wrist_rot_mask)
+      wrists=wrists, wrist_mask=wrist_mask, wrist_rot_mask=wrist_rot_mask,
+      floor_z=jnp.asarray(-jnp.inf if floor_z is None else floor_z,
+                          jnp.float32))
 
 
 def corrected_quats(delta: jax.Array, body_quats: jax.Array) -> jax.Array:
@@ -217,7 +229,8 @@ def residuals(delta: jax.Array, problem: Problem,
   Returns:
     {term: array}: prior_rot (L, 21, 3), prior_torso (L, 5, 3),
     smooth_corr / smooth_rot (L−1, 21, 3), smooth_vel (L−2, 21, 3), skate
-    (L−1, 4, 3), and with `aria_wrist_only` wrist_pos / wrist_rot (L, 2, 3).
+    (L−1, 4, 3), with `aria_wrist_only` wrist_pos / wrist_rot (L, 2, 3),
+    and with `weight_floor` > 0 floor (L, 22).
   """
   q0 = jaxlie.SO3(problem.body_quats)
   q = jaxlie.SO3(corrected_quats(delta, problem.body_quats))
@@ -249,6 +262,9 @@ def residuals(delta: jax.Array, problem: Problem,
           problem.contacts[:, :, None] * (pos[:-1, feet] - pos[1:, feet]),
           pair),
   }
+  if config.weight_floor > 0:
+    out["floor"] = config.weight_floor * valid[:, None] * jnp.maximum(
+        problem.floor_z - pos[..., 2], 0.0)
   if config.mode == "aria_wrist_only":
     wrist = jaxlie.SE3(joints[:, jnp.array(WRIST_JOINTS)])
     target = jaxlie.SE3(problem.wrists)

@@ -53,6 +53,7 @@ from jax.experimental import multihost_utils
 
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import config_sections
+from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import tfds_builder
 from motiongrpo_jax.diffusion import sampler as sampler_lib
@@ -110,10 +111,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
       sampler_lib.SamplerConfig, config.sampler, "sampler", return_means=False)
   guidance = config_sections.to_dataclass(
       guidance_lib.GuidanceConfig, config.guidance, "guidance")
-  if config.wrist_target_noise < 0:
-    raise ValueError(f"config.wrist_target_noise={config.wrist_target_noise}:"
-                     " expected >= 0 (metres)")
+  wrist_noise(config)
   body_lib.check_config(config.body)
+
+
+def wrist_noise(config: ml_collections.ConfigDict
+                ) -> condition_noise.ConditionNoiseConfig:
+  """The noise of the ground-truth wrist targets (validated)."""
+  try:
+    return config_sections.to_dataclass(
+        condition_noise.ConditionNoiseConfig, config.wrist_target_noise,
+        "wrist_target_noise", fps=config.data.fps)
+  except ValueError as e:  # its checks name the GRPO section
+    raise ValueError(str(e).replace("config.condition_noise.",
+                                    "config.wrist_target_noise.")) from e
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path:
@@ -228,7 +239,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   eval_fn = evaluate_lib.make_eval_fn(
       sampler_lib.model_apply_fn(model), model.config.packed_dim, body,
       sampler, config.num_samples, config.data.fps, guidance=guidance,
-      wrist_target_noise=config.wrist_target_noise)
+      wrist_target_noise=wrist_noise(config))
   logging.info("eval %s: %s on split %r of %s, L=%d, %d sample(s) per window",
                config.variant, config.checkpoint, config.data.split, data_dir,
                seq_len, config.num_samples)
@@ -265,7 +276,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "body": config.body.to_dict(),
       "sampler": config.sampler.to_dict(),
       "guidance": config.guidance.to_dict(),
-      "wrist_target_noise": config.wrist_target_noise,
+      "wrist_target_noise": config.wrist_target_noise.to_dict(),
       "units": dict(metrics_lib.UNITS),
       "seconds": round(time.time() - t0, 2),
   }

@@ -447,7 +447,8 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
       x0_guide = None
       if inner:
         x0_guide = guidance_optimize.inner_guide(Ts_world_cpf[1:], body,
-                                                 guidance, **targets)
+                                                 guidance, floor_z=floor_z,
+                                                 **targets)
 
       def one(sample_key):
         out = sampler_lib.rollout(apply_fn, params, condition, key=sample_key,
@@ -465,7 +466,7 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
     guided = sample(inner=True) if guidance.runs_inner else x0
     if guidance.runs_post:
       guided = guidance_optimize.guide(guided, Ts_world_cpf[1:], body,
-                                       guidance, **targets)
+                                       guidance, floor_z=floor_z, **targets)
     return {"": pose_samples(guided, Ts_world_cpf[1:], body),
             "unguided_": pose_samples(x0, Ts_world_cpf[1:], body)}
 

@@ -12,6 +12,7 @@ import pytest
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import geometry
 from motiongrpo_jax.configs import eval as eval_config
+from motiongrpo_jax.data import condition_noise
 from motiongrpo_jax.data import pipeline
 from motiongrpo_jax.data import synthetic
 from motiongrpo_jax.data import tfds_builder
@@ -174,7 +175,7 @@ def test_wrist_guidance_pulls_the_wrists_to_the_targets(first_run, model_dir,
   summary = eval_mode.run(
       _config(model_dir, data_dir, **{"guidance.mode": "aria_wrist_only",
                                       "guidance.iterations": 5,
-                                      "wrist_target_noise": 0.0}),
+                                      "wrist_target_noise.kind": "none"}),
       str(tmp_path / "wrists"))
   unguided = summary["unguided"]
   assert summary["wrist_error"]["mean"] < 0.5 * unguided["wrist_error"]["mean"]
@@ -190,20 +191,36 @@ def test_ground_truth_wrists_are_the_wrist_joints_plus_noise(data_dir):
       batch["betas"], batch["T_world_root"][:, 1:], batch["body_quats"][:, 1:],
       body).joints[:, :, [20, 21]]  # left, right wrist
   key = jax.random.key(3)
-  exact = evaluate_lib.ground_truth_wrists(batch, body, key, 0.0)
+  noise = lambda kind: condition_noise.ConditionNoiseConfig(  # pylint: disable=unnecessary-lambda-assignment
+      kind=kind, amplitude=0.02)
+  exact = evaluate_lib.ground_truth_wrists(batch, body, key, noise("none"))
   assert exact.shape == (4, _L, 2, 7)
   np.testing.assert_array_equal(exact[..., :4], np.broadcast_to(
       [1.0, 0.0, 0.0, 0.0], (4, _L, 2, 4)))
   np.testing.assert_array_equal(exact[..., 4:], joints)
-  noisy = evaluate_lib.ground_truth_wrists(batch, body, key, 0.02)
-  offsets = np.asarray(noisy[..., 4:] - joints)
-  # 4 · L · 6 = 768 (L = 32) N(0, 0.02²) draws: the sample std is within
-  # ±4 standard errors (0.02 / √(2·768) each) of 0.02.
-  assert abs(offsets.std() - 0.02) < 4 * 0.02 / np.sqrt(2 * offsets.size)
-  # A window's draw depends on its key and identity, not on the batch.
-  again = evaluate_lib.ground_truth_wrists(
-      jax.tree.map(lambda a: a[2:], batch), body, key, 0.02)
-  np.testing.assert_array_equal(again, noisy[2:])
+  mask = np.asarray(evaluate_lib.output_mask(batch["mask"]))
+  steps = {}
+  for kind in ("gaussian", "perlin"):
+    noisy = evaluate_lib.ground_truth_wrists(batch, body, key, noise(kind))
+    # Per window, wrist and axis: zero mean and RMS 0.02 over valid frames
+    # (float32 sums of ≤ 32 terms: 1e-5 relative).
+    for w in range(4):
+      o = np.asarray(noisy[w, :, :, 4:] - joints[w])[mask[w]]
+      np.testing.assert_allclose(o.mean(0), 0.0, atol=1e-6)
+      np.testing.assert_allclose(np.sqrt((o**2).mean(0)), 0.02, rtol=1e-5)
+    # Mean |frame-to-frame change| over valid pairs, relative to the RMS.
+    pairs = mask[:, 1:] & mask[:, :-1]
+    steps[kind] = np.abs(np.diff(np.asarray(noisy[..., 4:] - joints), axis=1)
+                         )[pairs].mean() / 0.02
+    # A window's draw depends on its key and identity, not on the batch.
+    again = evaluate_lib.ground_truth_wrists(
+        jax.tree.map(lambda a: a[2:], batch), body, key, noise(kind))
+    np.testing.assert_array_equal(again, noisy[2:])
+  # Over 8-frame windows (zero mean, unit RMS each) the mean of 24 channels
+  # is 1.25 ± 0.05 for i.i.d. frames and 0.47 ± 0.02 for Perlin of 0.5–2 Hz
+  # at 30 fps (400 draws per kind; 2,000 means of 24 channels all within
+  # [1.07, 1.40] and [0.42, 0.55]).
+  assert steps["gaussian"] > 0.9 and steps["perlin"] < 0.7
 
 
 def _gt_packed(batch):
@@ -367,7 +384,8 @@ def test_config_checks(model_dir, data_dir):
       ("sampler.update", "euler", "config.sampler"),
       ("sampler.update", "egoallo", "config.sampler.*σ too large"),
       ("guidance.mode", "hands", "config.guidance.mode"),
-      ("wrist_target_noise", -0.01, "config.wrist_target_noise"),
+      ("wrist_target_noise.amplitude", -0.01, "config.wrist_target_noise"),
+      ("wrist_target_noise.kind", "smooth", "config.wrist_target_noise"),
       ("guidance.cg_iterations", 0, "config.guidance.cg_iterations")]:
     with pytest.raises(ValueError, match=match):
       eval_mode.validate(_config(model_dir, data_dir, **{key: value}))
