@@ -122,7 +122,7 @@ def wrist_noise(config: ml_collections.ConfigDict
     return config_sections.to_dataclass(
         condition_noise.ConditionNoiseConfig, config.wrist_target_noise,
         "wrist_target_noise", fps=config.data.fps)
-  except ValueError as e:  # its checks name the GRPO section
+  except ValueError as e:  # its checks name the section GRPO uses
     raise ValueError(str(e).replace("config.condition_noise.",
                                     "config.wrist_target_noise.")) from e
 
