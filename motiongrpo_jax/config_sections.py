@@ -58,11 +58,14 @@ def to_dataclass(cls: type[_T], section: ml_collections.ConfigDict,
     try:
       options.validate()
     except ValueError as e:
-      # Messages that name their option ("reward.std_floor=…") get "config.".
+      # A message that names its option ("condition_noise.amplitude=…") names
+      # it as this section does (the class may serve several sections).
       message = str(e)
-      if not message.startswith("config."):
-        message = (f"config.{message}" if re.match(r"[a-z_]+\.[a-z_]+", message)
-                   else f"config.{name}: {message}")
+      named = re.match(r"([a-z_]+)\.([a-z_]+)", message)
+      if named and named[2] in settings:
+        message = "config." + message.replace(f"{named[1]}.", f"{name}.")
+      elif not message.startswith("config."):
+        message = f"config.{name}: {message}"
       raise ValueError(message) from e
   return options
 

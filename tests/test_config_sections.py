@@ -12,8 +12,6 @@ from motiongrpo_jax.grpo import rewards
 from motiongrpo_jax.grpo import update
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class _Inner:
   depth: int = 1
@@ -52,6 +50,9 @@ def test_bad_sections_name_the_option():
   section.width = 0
   with pytest.raises(ValueError, match=r"^config\.options\.width=0: "):
     config_sections.to_dataclass(_Options, section, "options")
+  # The same class under another section: the message names that section.
+  with pytest.raises(ValueError, match=r"^config\.other\.width=0: "):
+    config_sections.to_dataclass(_Options, section, "other")
   section.width, section.name = 2, "bad"
   with pytest.raises(ValueError, match=r"^config\.options: no such name"):
     config_sections.to_dataclass(_Options, section, "options")

@@ -35,6 +35,8 @@ UNITS: dict[str, str] = {
     "pampjpe": "mm",
     "pampjpe_egoallo_compat": "mm",
     "t_head": "mm",
+    "pelvis_error": "mm",
+    "root_relative_mpjpe": "mm",
     "arm_mpjpe": "mm",
     "wrist_error": "mm",
     "mpjve": "mm/s",
@@ -167,6 +169,30 @@ def mpjpe(
   mask = _frame_mask(mask, pred_joints.shape[:-2])
   err = jnp.mean(jnp.linalg.norm(pred_joints - gt_joints, axis=-1), axis=-1)
   return 1000.0 * _masked_mean(err, mask)
+
+
+def root_relative_mpjpe(
+    pred_joints: jax.Array, gt_joints: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+  """MPJPE of the joints relative to each body's own pelvis, millimetres.
+
+  With `mpjpe` of the pelvis alone (`pelvis_error`) it splits the world error
+  into where the body is and how it is posed around its pelvis: the pelvis
+  hangs from the head through the spine, so a spine that leans wrongly moves
+  the whole body, which PA-MPJPE (a similarity fit) hides.
+
+  Args:
+    pred_joints: (..., T, J, 3) predicted joint positions, pelvis first.
+    gt_joints: (..., T, J, 3) ground-truth joint positions, pelvis first.
+    mask: optional (..., T) bool, True on valid frames.
+
+  Returns:
+    (...) per sequence, mm.
+  """
+  _check_same_shape("root_relative_mpjpe", pred_joints, gt_joints)
+  _check_points("root_relative_mpjpe", pred_joints)
+  return mpjpe(pred_joints - pred_joints[..., :1, :],
+               gt_joints - gt_joints[..., :1, :], mask)
 
 
 def pampjpe(
@@ -477,6 +503,9 @@ def compute_all(
       "pampjpe_egoallo_compat": pampjpe_egoallo_compat(
           pred_joints, gt_joints, mask),
       "t_head": t_head(pred_head, gt_head, mask),
+      "pelvis_error": mpjpe(pred_joints[..., :1, :], gt_joints[..., :1, :],
+                            mask),
+      "root_relative_mpjpe": root_relative_mpjpe(pred_joints, gt_joints, mask),
       # What wrist observations (Aria wrist guidance) should improve.
       "arm_mpjpe": mpjpe(pred_joints[..., skeleton.ARM_JOINTS, :],
                          gt_joints[..., skeleton.ARM_JOINTS, :], mask),

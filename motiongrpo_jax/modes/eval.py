@@ -118,13 +118,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 def wrist_noise(config: ml_collections.ConfigDict
                 ) -> condition_noise.ConditionNoiseConfig:
   """The noise of the ground-truth wrist targets (validated)."""
-  try:
-    return config_sections.to_dataclass(
-        condition_noise.ConditionNoiseConfig, config.wrist_target_noise,
-        "wrist_target_noise", fps=config.data.fps)
-  except ValueError as e:  # its checks name the section GRPO uses
-    raise ValueError(str(e).replace("config.condition_noise.",
-                                    "config.wrist_target_noise.")) from e
+  return config_sections.to_dataclass(
+      condition_noise.ConditionNoiseConfig, config.wrist_target_noise,
+      "wrist_target_noise", fps=config.data.fps)
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path:

@@ -77,6 +77,29 @@ def test_mpjpe_of_a_constant_offset_is_the_offset():
   np.testing.assert_allclose(metrics.mpjve(pred, gt, FPS), 0.0, atol=1e-2)
 
 
+def test_pelvis_error_and_root_relative_mpjpe_split_the_world_error():
+  gt = _body_motion(5)
+  offset = np.array([0.03, 0.04, 0.0], np.float32)  # 50 mm
+  shifted = gt + offset
+  np.testing.assert_allclose(
+      metrics.mpjpe(shifted[:, :1], gt[:, :1]), 50.0, atol=1e-3)
+  np.testing.assert_allclose(
+      metrics.root_relative_mpjpe(shifted, gt), 0.0, atol=1e-3)
+  # Only the pelvis moves: each of the other 21 joints is 50 mm off relative
+  # to it, averaged over 22 joints.
+  pelvis_only = gt.copy()
+  pelvis_only[:, 0] += offset
+  np.testing.assert_allclose(
+      metrics.root_relative_mpjpe(pelvis_only, gt), 50.0 * 21 / 22, atol=1e-3)
+  # Only the head moves: the pelvis is exact, one joint in 22 is 50 mm off.
+  head_only = gt.copy()
+  head_only[:, 15] += offset
+  np.testing.assert_allclose(
+      metrics.root_relative_mpjpe(head_only, gt), 50.0 / 22, atol=1e-3)
+  got = metrics.compute_all(head_only, gt, *_all_inputs(5, seed=3)[2:], FPS)
+  np.testing.assert_allclose(got["pelvis_error"], 0.0, atol=1e-3)
+
+
 def test_pampjpe_of_rigid_and_scaled_copies_is_zero_in_both_conventions():
   gt = _body_motion(3, seed=3)
   rot = np.asarray(jaxlie.SO3.exp(jnp.array([0.4, -0.2, 1.1])).as_matrix())

@@ -268,6 +268,8 @@ def test_ground_truth_scores_zero(data_dir):
   moved = score(_gt_packed(batch), shifted)
   np.testing.assert_allclose(moved["mpjpe"], 100.0, atol=1e-2)
   np.testing.assert_allclose(moved["t_head"], 100.0, atol=1e-2)
+  np.testing.assert_allclose(moved["pelvis_error"], 100.0, atol=1e-2)
+  np.testing.assert_allclose(moved["root_relative_mpjpe"], 0.0, atol=1e-2)
   np.testing.assert_allclose(moved["mpjve"], 0.0, atol=0.5)
   # float32 round-off only: ≲ 16 roundings of coordinates ≤ 8 m, in mm.
   assert np.all(np.asarray(moved["pampjpe"]) < 16 * EPS * 8 * 1000)
@@ -281,6 +283,7 @@ def _close_rows(rows, reference):
   d, fps = _JOINT_SPREAD_M, 30.0
   atol = {"mpjpe": 1000 * d, "pampjpe": 2000 * d,  # + the alignment's change
           "pampjpe_egoallo_compat": 2000 * d, "t_head": 1000 * d,
+          "pelvis_error": 1000 * d, "root_relative_mpjpe": 2000 * d,
           "arm_mpjpe": 1000 * d, "wrist_error": 1000 * d,
           "mpjve": 1000 * 2 * d * fps,  # two frames' error, times fps
           "mpjre": np.degrees(8 * 1.5e-6),  # ≤ 8 chained rotations' spread
@@ -386,8 +389,9 @@ def test_config_checks(model_dir, data_dir):
       ("sampler.update", "euler", "config.sampler"),
       ("sampler.update", "egoallo", "config.sampler.*σ too large"),
       ("guidance.mode", "hands", "config.guidance.mode"),
-      ("wrist_target_noise.amplitude", -0.01, "config.wrist_target_noise"),
-      ("wrist_target_noise.kind", "smooth", "config.wrist_target_noise"),
+      ("wrist_target_noise.amplitude", -0.01,
+       r"^config\.wrist_target_noise\.amplitude"),
+      ("wrist_target_noise.kind", "smooth", r"^config\.wrist_target_noise\.kind"),
       ("guidance.cg_iterations", 0, "config.guidance.cg_iterations")]:
     with pytest.raises(ValueError, match=match):
       eval_mode.validate(_config(model_dir, data_dir, **{key: value}))
