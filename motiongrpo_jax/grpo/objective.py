@@ -83,6 +83,11 @@ class ObjectiveConfig:
   # moves …"); the data loss pulls that back toward the data rather than
   # toward the base, as InstructGPT's pretraining term does.
   data_beta: float = 0.0
+  # Draws (t, ε) per ground-truth window in that loss, averaged: one costs a
+  # forward and a backward of the batch, little beside the rollouts, and
+  # more make the pull toward the data less noisy (one draw on 8 windows is
+  # a quarter of the pretraining batch).
+  data_draws: int = 1
 
   @property
   def needs_base_params(self) -> bool:
@@ -108,6 +113,9 @@ class ObjectiveConfig:
                        "expected 'base' or 'old'")
     if self.data_beta < 0:
       raise ValueError(f"objective.data_beta={self.data_beta}: expected >= 0")
+    if self.data_draws < 1:
+      raise ValueError(f"objective.data_draws={self.data_draws}: expected "
+                       ">= 1")
     if self.anchor_beta < 0:
       raise ValueError(f"objective.anchor_beta={self.anchor_beta}: expected "
                        ">= 0")

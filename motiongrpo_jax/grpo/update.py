@@ -450,7 +450,9 @@ def make_train_step(apply_fn: sampler_lib.ApplyFn,
       ref_params = state.params
     data_term = None
     if use_data:
-      ground_truth = data_batch(batch)
+      draws = config.objective.data_draws
+      ground_truth = jax.tree.map(
+          lambda x: jnp.concatenate([x] * draws), data_batch(batch))
       k_data = jax.random.fold_in(k_steps, 2)
       data_grad = jax.value_and_grad(data_loss_fn, has_aux=True)
 

@@ -247,12 +247,14 @@ def test_startup_errors():
         tiny.CONFIG.sampler, reuse_x0_from=1)).validate()
 
 
-def test_data_loss_adds_its_gradient():
+@pytest.mark.parametrize("draws", [1, 2])
+def test_data_loss_adds_its_gradient(draws):
   """`objective.data_beta` = β adds β × the gradient of EgoAllo's loss on
   frames 1..L of the batch's ground truth (conditioned like the rollouts,
-  t and ε from the documented keys) to the update. With plain SGD and one
-  update per iteration the two runs share their rollouts and policy
-  gradient, so their parameters differ by exactly −lr·β·g_data."""
+  t and ε from the documented keys; `data_draws` copies of the batch, each
+  with its own draws) to the update. With plain SGD and one update per
+  iteration the two runs share their rollouts and policy gradient, so their
+  parameters differ by exactly −lr·β·g_data."""
   import jax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
@@ -273,7 +275,7 @@ def test_data_loss_adds_its_gradient():
     config = dataclasses.replace(
         tiny.CONFIG, num_epochs=1, num_minibatches=1, num_microbatches=1,
         objective=dataclasses.replace(tiny.CONFIG.objective, kl_beta=0.0,
-                                      data_beta=data_beta))
+                                      data_beta=data_beta, data_draws=draws))
     state = mesh_lib.put_replicated(mesh, state_lib.create(
         jax.device_get(init), tx, jax.random.PRNGKey(0)))
     state, metrics = tiny.make_step(mesh, config, tx)(
@@ -305,15 +307,17 @@ def test_data_loss_adds_its_gradient():
   def data_step(u):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
         jax.random.fold_in(jax.random.fold_in(k_steps, 2), u),
-        jnp.arange(tiny.NUM_SEQUENCES))
+        jnp.arange(draws * tiny.NUM_SEQUENCES))
+    copies = jax.tree.map(lambda x: jnp.concatenate([x] * draws),
+                          ground_truth)
     return jax.tree.map(lambda g: lr * beta * g,
-                        grad_fn(init, ground_truth, keys))
+                        grad_fn(init, copies, keys))
 
   # Float32 bound on ‖Δ + lr·β·g‖: the parameters are rounded once per run
   # (≤ 2 ulps each) and the gradient carries the summation error of its
   # loss's n = B·L·d terms (≤ n·eps relative, the classical bound).
   eps = np.finfo(np.float32).eps
-  n = tiny.NUM_SEQUENCES * (tiny.NUM_POSES - 1) * tiny.DIM
+  n = draws * tiny.NUM_SEQUENCES * (tiny.NUM_POSES - 1) * tiny.DIM
   norm = lambda tree: float(optax.tree.norm(tree))  # pylint: disable=unnecessary-lambda-assignment
   error = lambda step: norm(jax.tree.map(  # pylint: disable=unnecessary-lambda-assignment
       lambda a, b, s: (a - b) + s, with_data, plain, step))
@@ -346,3 +350,5 @@ def test_data_loss_needs_the_loss_fn():
                            tiny.DIM)
   with pytest.raises(ValueError, match="objective.data_beta=-1"):
     dataclasses.replace(config.objective, data_beta=-1.0).validate()
+  with pytest.raises(ValueError, match="objective.data_draws=0"):
+    dataclasses.replace(config.objective, data_draws=0).validate()
