@@ -64,7 +64,8 @@ from motiongrpo_jax.train import state as state_lib
 SUMMARY_FILE = "summary.json"
 ABLATION_FILE = "ablation.json"
 # Metrics of the tables, in order (lower is better unless in _HIGHER).
-TABLE_METRICS = ("mpjpe", "pampjpe", "mpjve", "mpjre", "jitter", "foot_skate",
+TABLE_METRICS = ("mpjpe", "pampjpe", "pelvis_error", "root_relative_mpjpe",
+                 "mpjve", "mpjre", "jitter", "foot_skate",
                  "reward/hybrid", "reward/rot", "reward/pos", "reward/pa_pos",
                  "reward/vel", "reward/skate", "reward/vis")
 # Train diagnostics in the ablation table.
