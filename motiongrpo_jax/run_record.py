@@ -1,15 +1,17 @@
 """What every run records in its workdir: resolved config, git commit and
-diff, and its JSON summaries."""
+diff, its JSON summaries and arrays."""
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,3 +49,13 @@ def write_json(path: str | pathlib.Path, values: dict[str, Any]) -> None:
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
   tmp.replace(path)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+  """Writes arrays as an npz atomically (a temporary file, then a rename)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, path)

@@ -19,7 +19,8 @@ Steps of `run`:
      base's `model_config.json`, so it loads as a model like a pretrain
      workdir (`init_checkpoint` of eval / infer).
   4. Base vs post-trained on the held-out split (`config.eval`): the table
-     is logged and written to `WORKDIR/summary.json`.
+     is logged and written to `WORKDIR/summary.json`, its per-window values
+     to `WORKDIR/summary_windows.npz`.
 With `config.ablation.settings`, step 3–4 run once per setting on the same
 base checkpoint (`WORKDIR/ablation/<name>`) and one table compares them
 (`WORKDIR/ablation.json`): final metrics beside the diagnostics averaged over
@@ -62,6 +63,10 @@ from motiongrpo_jax.train import metrics_writer
 from motiongrpo_jax.train import state as state_lib
 
 SUMMARY_FILE = "summary.json"
+# The final table's per-window values ("base/<metric>", "grpo/<metric>", (N,)
+# each, windows in the split's order): runs of one seed share the windows and
+# keys, so two runs pair window by window (`eval.paired`).
+SUMMARY_WINDOWS_FILE = "summary_windows.npz"
 ABLATION_FILE = "ablation.json"
 # Metrics of the tables, in order (lower is better unless in _HIGHER).
 TABLE_METRICS = ("mpjpe", "pampjpe", "pelvis_error", "root_relative_mpjpe",
@@ -381,6 +386,12 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   print(f"base vs GRPO on split {config.eval.split!r} after "
         f"{summary['iterations']} iterations:\n{table}", flush=True)
   run_record.write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
+  if jax.process_index() == 0:
+    run_record.write_npz(
+        pathlib.Path(workdir) / SUMMARY_WINDOWS_FILE,
+        {f"{column}/{name}": np.asarray(values)
+         for column, metrics in per_window.items()
+         for name, values in metrics.items()})
   return summary
 
 

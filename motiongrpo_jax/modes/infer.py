@@ -78,6 +78,7 @@ from absl import logging
 from motiongrpo_jax import body as body_lib
 from motiongrpo_jax import config_sections
 from motiongrpo_jax import geometry
+from motiongrpo_jax import run_record
 from motiongrpo_jax.body import skeleton
 from motiongrpo_jax.critic import checkpoint as critic_checkpoint
 from motiongrpo_jax.data import aria
@@ -473,20 +474,6 @@ def make_infer_fn(model: denoiser_lib.Denoiser,
   return fn
 
 
-# --------------------------------------------------------------------------
-# Output.
-
-
-def write_outputs(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
-  """Writes an npz atomically (a temporary file, then a rename)."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Samples motion for `config.input`; see the module docstring.
 
@@ -575,7 +562,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   metadata["outputs"] = str(output)
   if jax.process_index() != 0:  # Every process samples; one writes.
     return metadata
-  write_outputs(output, arrays)
+  run_record.write_npz(output, arrays)
 
   # --- (5) Picture.
   if config.render.kind != "none":

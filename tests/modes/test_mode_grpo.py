@@ -13,6 +13,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from motiongrpo_jax.configs import eval as eval_config
@@ -141,6 +142,14 @@ def test_end_to_end(runs):
   assert low <= summary["change_percent"]["mpjpe"] <= high
   assert summary["eval_windows"] > 1
   assert summary["base"]["mpjpe_stderr"] > 0
+  # The per-window values behind the table: their means are its columns.
+  with np.load(out / "A" / "summary_windows.npz") as windows:
+    for column in ("base", "grpo"):
+      for name in ("mpjpe", "pelvis_error", "root_relative_mpjpe"):
+        values = windows[f"{column}/{name}"]
+        assert values.shape == (summary["eval_windows"],)
+        assert np.mean(values) == pytest.approx(summary[column][name],
+                                                rel=1e-12), (column, name)
   assert (out / "A" / "checkpoints" / "2" / "state").is_dir()
 
 
