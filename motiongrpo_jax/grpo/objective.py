@@ -83,10 +83,10 @@ class ObjectiveConfig:
   # moves …"); the data loss pulls that back toward the data rather than
   # toward the base, as InstructGPT's pretraining term does.
   data_beta: float = 0.0
-  # Draws (t, ε) per ground-truth window in that loss, averaged: one costs a
-  # forward and a backward of the batch, little beside the rollouts, and
-  # more make the pull toward the data less noisy (one draw on 8 windows is
-  # a quarter of the pretraining batch).
+  # Draws (t, ε) per ground-truth window in that loss, averaged: each costs a
+  # forward and a backward of the batch, little beside the rollouts. 8 halved
+  # the data term's own drift and left GRPO's result unchanged (one seed;
+  # README, "A third seed …").
   data_draws: int = 1
 
   @property
