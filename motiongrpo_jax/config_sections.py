@@ -63,7 +63,7 @@ def to_dataclass(cls: type[_T], section: ml_collections.ConfigDict,
       message = str(e)
       named = re.match(r"([a-z_]+)\.([a-z_]+)", message)
       if named and named[2] in settings:
-        message = "config." + message.replace(f"{named[1]}.", f"{name}.")
+        message = "config." + re.sub(rf"\b{named[1]}\.", f"{name}.", message)
       elif not message.startswith("config."):
         message = f"config.{name}: {message}"
       raise ValueError(message) from e

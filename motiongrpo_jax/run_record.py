@@ -52,7 +52,10 @@ def write_json(path: str | pathlib.Path, values: dict[str, Any]) -> None:
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
-  """Writes arrays as an npz atomically (a temporary file, then a rename)."""
+  """Writes arrays as an npz atomically (a temporary file, then a rename;
+  process 0 only)."""
+  if jax.process_index() != 0:
+    return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.tmp")

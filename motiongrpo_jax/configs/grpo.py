@@ -173,8 +173,9 @@ def get_config(variant: str = "demo") -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 5e-6
     # On the converged base steps 1–2 add gradient without signal, and what a
     # group shares (the pelvis under the head) drifts unless the data loss
-    # holds it: better than train_window 3 without it in both seeds measured
-    # (README, "On the converged Bandai-Namco base").
+    # holds it: better than train_window 3 without it in seeds 0 and 1; a
+    # third seed was worse than the base (README, "On the converged
+    # Bandai-Namco base", "A third seed …").
     config.objective.train_window = 1
     config.objective.data_beta = 1.0
     config.eval.split = "val"

@@ -386,12 +386,11 @@ def run_grpo(config: ml_collections.ConfigDict, workdir: str, base: str,
   print(f"base vs GRPO on split {config.eval.split!r} after "
         f"{summary['iterations']} iterations:\n{table}", flush=True)
   run_record.write_json(pathlib.Path(workdir) / SUMMARY_FILE, summary)
-  if jax.process_index() == 0:
-    run_record.write_npz(
-        pathlib.Path(workdir) / SUMMARY_WINDOWS_FILE,
-        {f"{column}/{name}": np.asarray(values)
-         for column, metrics in per_window.items()
-         for name, values in metrics.items()})
+  run_record.write_npz(
+      pathlib.Path(workdir) / SUMMARY_WINDOWS_FILE,
+      {f"{column}/{name}": np.asarray(values)
+       for column, metrics in per_window.items()
+       for name, values in metrics.items()})
   return summary
 
 
